@@ -1,0 +1,74 @@
+"""The layer contract and the per-route middleware that runs a policy.
+
+A layer is any object with ``async def check(ctx) -> None`` that raises a
+``services.errors`` error to refuse. A route's policy is an ordered tuple of layers
+(see ``app.policy``); ``AuthzMiddleware`` runs them in order after routing, so layers can
+read path parameters, and hands the endpoint the resulting ``AuthContext``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.tokens import Claims
+
+if TYPE_CHECKING:
+    from app.state import Services
+
+
+@dataclass
+class AuthContext:
+    """What the layers learn about a request, in the order they learn it."""
+
+    scope: Scope
+    services: Services
+    headers: Headers
+    client_ip: str
+    token: str | None = None
+    claims: Claims | None = None
+    service_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = self.scope.get("path_params", {})
+        return params
+
+    def require_claims(self) -> Claims:
+        """The verified claims; a layer that needs them must come after verification."""
+        if self.claims is None:
+            raise RuntimeError("this layer must follow token verification in the policy")
+        return self.claims
+
+
+class Layer(Protocol):
+    async def check(self, ctx: AuthContext) -> None: ...
+
+
+class AuthzMiddleware:
+    def __init__(self, app: ASGIApp, layers: tuple[Layer, ...]) -> None:
+        self.app = app
+        self.layers = layers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        ctx = AuthContext(
+            scope=scope,
+            services=scope["app"].state.services,
+            headers=Headers(scope=scope),
+            client_ip=client[0] if client else "",
+        )
+        for layer in self.layers:
+            await layer.check(ctx)
+        scope.setdefault("state", {})["auth"] = ctx
+        await self.app(scope, receive, send)
+
+
+def auth_context(request: Request) -> AuthContext:
+    ctx: AuthContext = request.scope["state"]["auth"]
+    return ctx

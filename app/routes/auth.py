@@ -1,0 +1,77 @@
+"""``/api/v1/auth``: register, login, refresh, logout, me, sessions."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.authz import auth_context
+from app.body import read_model
+from app.schemas import LoginBody, LogoutBody, RefreshBody, RegisterBody
+from services.auth import Client
+
+
+def _client(request: Request) -> Client:
+    return Client(
+        ip=request.client.host if request.client else "",
+        user_agent=request.headers.get("user-agent", ""),
+    )
+
+
+async def register(request: Request) -> Response:
+    body = await read_model(request, RegisterBody)
+    result = await request.app.state.services.auth.register(
+        body.email, body.password, body.data, _client(request)
+    )
+    session = result.session.to_json() if result.session else None
+    return JSONResponse({"user": result.user, "session": session}, status_code=201)
+
+
+async def login(request: Request) -> Response:
+    body = await read_model(request, LoginBody)
+    session = await request.app.state.services.auth.login(
+        body.email, body.password, _client(request)
+    )
+    return JSONResponse(session.to_json())
+
+
+async def refresh(request: Request) -> Response:
+    body = await read_model(request, RefreshBody)
+    session = await request.app.state.services.auth.refresh(body.refresh_token, _client(request))
+    return JSONResponse(session.to_json())
+
+
+async def logout(request: Request) -> Response:
+    body = await read_model(request, LogoutBody, optional=True)
+    ctx = auth_context(request)
+    assert ctx.token is not None
+    await ctx.services.auth.logout(ctx.require_claims(), ctx.token, body.scope)
+    return Response(status_code=204)
+
+
+async def me(request: Request) -> Response:
+    claims = auth_context(request).require_claims()
+    return JSONResponse(
+        {
+            "id": claims.sub,
+            "email": claims.email,
+            "roles": claims.roles,
+            "app_metadata": claims.app_metadata,
+            "user_metadata": claims.user_metadata,
+            "session_id": claims.session_id,
+            "aal": claims.aal,
+        }
+    )
+
+
+async def list_sessions(request: Request) -> Response:
+    ctx = auth_context(request)
+    claims = ctx.require_claims()
+    sessions = await ctx.services.auth.list_sessions(claims)
+    return JSONResponse({"sessions": [s.to_json(current_id=claims.session_id) for s in sessions]})
+
+
+async def delete_session(request: Request) -> Response:
+    ctx = auth_context(request)
+    await ctx.services.auth.revoke_session(ctx.require_claims(), request.path_params["session_id"])
+    return Response(status_code=204)

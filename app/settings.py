@@ -1,0 +1,143 @@
+"""Service settings: one frozen object, read from an environ mapping, validated at start."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+CsvNetworks = Annotated[list[IpNetwork], BeforeValidator(_split_csv)]
+
+
+class ConfigurationError(Exception):
+    """The settings cannot start the service; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    # Supabase project.
+    supabase_url: AnyHttpUrl
+    supabase_anon_key: SecretStr = Field(min_length=1)
+    supabase_service_role_key: SecretStr = Field(min_length=1)
+    supabase_jwt_secret: SecretStr | None = None
+    jwt_audience: str = "authenticated"
+    # Defaults to SUPABASE_URL + /auth/v1, as GoTrue issues it.
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    jwks_refresh_interval_seconds: float = Field(default=60.0, ge=1)
+
+    # Redis.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "sg:"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    redis_max_connections: int = Field(default=64, ge=2)
+
+    # Process.
+    environment: Literal["development", "staging", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    # Kong's upstream keep-alive idle timeout is 60 s; ours must outlast it.
+    keepalive_seconds: int = Field(default=75, ge=1)
+    shutdown_drain_seconds: float = Field(default=15.0, ge=0)
+    trusted_proxies: CsvNetworks = Field(default_factory=list)
+    cors_origins: CsvList = Field(default_factory=list)
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+
+    # Supabase gateway: the bulkhead, deadlines, retries and breaker.
+    upstream_pool_size: int = Field(default=16, ge=1, le=256)
+    upstream_pool_wait_seconds: float = Field(default=0.5, ge=0)
+    upstream_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
+    upstream_connect_timeout_seconds: float = Field(default=1.5, gt=0)
+    upstream_read_timeout_seconds: float = Field(default=4.0, gt=0)
+    upstream_max_attempts: int = Field(default=3, ge=1, le=10)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_open_seconds: float = Field(default=10.0, gt=0)
+
+    # Sessions and refresh.
+    session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    refresh_grace_seconds: float = Field(default=10.0, ge=0, le=120)
+    verified_token_cache_size: int = Field(default=10_000, ge=0)
+
+    # Registration.
+    register_email_confirm: bool = True
+    password_min_length: int = Field(default=8, ge=6, le=72)
+    password_require_lower: bool = True
+    password_require_upper: bool = True
+    password_require_digit: bool = True
+    password_require_symbol: bool = False
+
+    @model_validator(mode="after")
+    def _deadlines_fit(self) -> Settings:
+        if self.upstream_connect_timeout_seconds >= self.upstream_deadline_seconds:
+            raise ValueError(
+                "UPSTREAM_CONNECT_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
+            )
+        if self.upstream_read_timeout_seconds >= self.upstream_deadline_seconds:
+            raise ValueError(
+                "UPSTREAM_READ_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
+            )
+        return self
+
+    @property
+    def auth_url(self) -> str:
+        return str(self.supabase_url).rstrip("/") + "/auth/v1"
+
+    @property
+    def issuer(self) -> str:
+        return self.jwt_issuer or self.auth_url
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def worst_case_request_seconds(self) -> float:
+        """The longest any request may take: pool wait plus the upstream deadline."""
+        return self.upstream_pool_wait_seconds + self.upstream_deadline_seconds
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build from a mapping (``os.environ`` in production, a dict in tests)."""
+        fields = cls.model_fields
+        values: dict[str, Any] = {
+            key.lower(): value for key, value in environ.items() if key.lower() in fields
+        }
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
+        message = "is required but not set" if error["type"] == "missing" else error["msg"]
+        lines.append(f"  {name}: {message}")
+    return "\n".join(lines)

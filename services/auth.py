@@ -1,0 +1,315 @@
+"""The auth flows: register, login, refresh, logout, and the user's sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import jwt
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
+
+from services import errors, metrics
+from services.gateway import AuthSession, SupabaseGateway
+from services.passwords import PasswordPolicy
+from services.sessions import SessionInfo, SessionStore, redis_call
+from services.tokens import Claims
+
+log = structlog.get_logger("services.auth")
+
+LogoutScope = Literal["local", "others", "global"]
+
+
+class LoginGuard(Protocol):
+    """Brute-force protection around password checks (see ``services.lockout``)."""
+
+    async def before_attempt(self, email: str, ip: str) -> None: ...
+    async def record_failure(self, email: str, ip: str) -> None: ...
+    async def record_success(self, email: str, ip: str) -> None: ...
+
+
+class NoLoginGuard:
+    async def before_attempt(self, email: str, ip: str) -> None:
+        return None
+
+    async def record_failure(self, email: str, ip: str) -> None:
+        return None
+
+    async def record_success(self, email: str, ip: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is calling, as far as the session list is concerned."""
+
+    ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    user: dict[str, Any]
+    session: AuthSession | None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _session_claims(session: AuthSession) -> tuple[str, str]:
+    """The (session id, user id) of a token that just came from Supabase over our own link."""
+    claims = jwt.decode(session.access_token, options={"verify_signature": False})
+    return str(claims["session_id"]), str(claims["sub"])
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        gateway: SupabaseGateway,
+        sessions: SessionStore,
+        redis: aioredis.Redis,
+        prefix: str,
+        policy: PasswordPolicy,
+        email_confirm: bool,
+        refresh_grace: float,
+        session_ttl: int,
+        guard: LoginGuard | None = None,
+        registration_window: int = 600,
+    ) -> None:
+        self.gateway = gateway
+        self.sessions = sessions
+        self.redis = redis
+        self.prefix = prefix
+        self.policy = policy
+        self.email_confirm = email_confirm
+        self.refresh_grace = refresh_grace
+        self.session_ttl = session_ttl
+        self.guard: LoginGuard = guard or NoLoginGuard()
+        self.registration_window = registration_window
+        # How long a concurrent duplicate waits for the first request's answer.
+        self._wait_budget = gateway.config.pool_wait + gateway.config.deadline + 1.0
+
+    # -- register --------------------------------------------------------------------
+
+    async def register(
+        self, email: str, password: str, data: dict[str, Any], client: Client
+    ) -> Registration:
+        self.policy.check(password)
+        email = email.strip().lower()
+        record_key = f"{self.prefix}reg:{_digest(email)}"
+        # One registration per address at a time: a double-click waits for the first.
+        lock = self._lock(f"{record_key}:lock")
+        if not await redis_call("lock", lock.acquire(blocking_timeout=self._wait_budget)):
+            raise errors.DeadlineExceeded(
+                "A concurrent registration of this address did not finish."
+            )
+        try:
+            try:
+                user = await self.gateway.create_user(
+                    {
+                        "email": email,
+                        "password": password,
+                        "email_confirm": self.email_confirm,
+                        "user_metadata": data,
+                    }
+                )
+            except errors.EmailExists:
+                return await self._replayed_registration(record_key, email, password, client)
+            await redis_call(
+                "register",
+                self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
+            )
+            metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
+            log.info("user_registered", user_id=user.get("id"))
+        finally:
+            await self._release(lock)
+        if not self.email_confirm:
+            return Registration(user=user, session=None)
+        session = await self._open_session(email, password, client)
+        return Registration(user=session.user, session=session)
+
+    async def _replayed_registration(
+        self, record_key: str, email: str, password: str, client: Client
+    ) -> Registration:
+        """A retry of a registration that already succeeded gets the same answer; any
+        other duplicate is a conflict."""
+        raw = await redis_call("register", self.redis.get(record_key))
+        if raw is None:
+            metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+            raise errors.EmailExists()
+        user = json.loads(raw)
+        try:
+            session = await self._open_session(email, password, client)
+        except errors.EmailNotConfirmed:
+            # GoTrue checks the password before confirmation, so this proves the password.
+            return Registration(user=user, session=None)
+        except errors.InvalidCredentials:
+            metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+            raise errors.EmailExists() from None
+        metrics.AUTH_OUTCOMES.labels("register", "replayed").inc()
+        return Registration(user=session.user, session=session)
+
+    # -- login -----------------------------------------------------------------------
+
+    async def login(self, email: str, password: str, client: Client) -> AuthSession:
+        email = email.strip().lower()
+        try:
+            await self.guard.before_attempt(email, client.ip)
+        except errors.LockedOut:
+            metrics.AUTH_OUTCOMES.labels("login", "locked").inc()
+            raise
+        try:
+            session = await self._open_session(email, password, client)
+        except errors.InvalidCredentials:
+            metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
+            await self.guard.record_failure(email, client.ip)
+            raise
+        except (errors.EmailNotConfirmed, errors.UserBanned) as exc:
+            metrics.AUTH_OUTCOMES.labels("login", exc.code).inc()
+            raise
+        await self.guard.record_success(email, client.ip)
+        metrics.AUTH_OUTCOMES.labels("login", "ok").inc()
+        return session
+
+    async def _open_session(self, email: str, password: str, client: Client) -> AuthSession:
+        session = await self.gateway.sign_in(email, password)
+        sid, uid = _session_claims(session)
+        await self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent)
+        await self._remember_refresh_token(session.refresh_token, sid)
+        return session
+
+    # -- refresh ---------------------------------------------------------------------
+
+    def _rt_key(self, refresh_token: str) -> str:
+        return f"{self.prefix}rt:{_digest(refresh_token)}"
+
+    async def _remember_refresh_token(self, refresh_token: str, sid: str) -> None:
+        await redis_call(
+            "refresh", self.redis.set(self._rt_key(refresh_token), sid, ex=self.session_ttl)
+        )
+
+    async def refresh(self, refresh_token: str, client: Client) -> AuthSession:
+        """Rotate a refresh token. Concurrent refreshes of one token (two tabs) all get the
+        same new pair; a replay after the grace window ends the session."""
+        key = self._rt_key(refresh_token)
+        deadline = time.monotonic() + self._wait_budget
+        while True:
+            cached = await self._grace_answer(key)
+            if cached is not None:
+                metrics.AUTH_OUTCOMES.labels("refresh", "shared").inc()
+                return cached
+            lock = self._lock(f"{key}:lock")
+            if await redis_call("lock", lock.acquire(blocking=False)):
+                try:
+                    return await self._rotate(refresh_token, key, client)
+                finally:
+                    await self._release(lock)
+            if time.monotonic() > deadline:
+                raise errors.DeadlineExceeded("A concurrent refresh of this token did not finish.")
+            await asyncio.sleep(0.02)
+
+    async def _grace_answer(self, key: str) -> AuthSession | None:
+        raw = await redis_call("refresh", self.redis.get(f"{key}:grace"))
+        if raw is None:
+            return None
+        return AuthSession(**json.loads(raw))
+
+    async def _rotate(self, refresh_token: str, key: str, client: Client) -> AuthSession:
+        # Re-check under the lock: the holder before us may have just finished.
+        cached = await self._grace_answer(key)
+        if cached is not None:
+            return cached
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.get(f"{key}:used")
+            issued_sid, used_sid = await redis_call("refresh", pipe.execute())
+        if used_sid is not None:
+            sid = used_sid.decode() if isinstance(used_sid, bytes) else used_sid
+            info = await self.sessions.get(sid)
+            if info is not None:
+                await self.sessions.revoke(info.user_id, [sid])
+            metrics.AUTH_OUTCOMES.labels("refresh", "reused").inc()
+            log.warning("refresh_token_reused", session_id=sid)
+            raise errors.RefreshTokenReused()
+        if issued_sid is not None:
+            sid = issued_sid.decode() if isinstance(issued_sid, bytes) else issued_sid
+            if await self.sessions.get(sid) is None:
+                metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+                raise errors.InvalidRefreshToken()
+        try:
+            session = await self.gateway.refresh(refresh_token)
+        except errors.Unauthenticated:
+            metrics.AUTH_OUTCOMES.labels("refresh", "invalid").inc()
+            raise
+        sid, uid = _session_claims(session)
+        if not await self.sessions.touch(sid, uid, ip=client.ip):
+            # Revoked here (reuse detection, admin action) while Supabase still had it.
+            await self._end_upstream(session.access_token, "local")
+            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            raise errors.InvalidRefreshToken()
+        answer = json.dumps(session.__dict__)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if self.refresh_grace > 0:
+                pipe.set(f"{key}:grace", answer, px=int(self.refresh_grace * 1000))
+            pipe.set(f"{key}:used", sid, ex=self.session_ttl)
+            pipe.delete(key)
+            pipe.set(self._rt_key(session.refresh_token), sid, ex=self.session_ttl)
+            await redis_call("refresh", pipe.execute())
+        metrics.AUTH_OUTCOMES.labels("refresh", "ok").inc()
+        return session
+
+    # -- logout and sessions -----------------------------------------------------------
+
+    async def logout(self, claims: Claims, access_token: str, scope: LogoutScope) -> None:
+        # Our own revocation first: from here on every instance refuses the tokens.
+        if scope == "local":
+            await self.sessions.revoke(claims.sub, [claims.session_id])
+        else:
+            await self.sessions.revoke_all(
+                claims.sub, keep=claims.session_id if scope == "others" else None
+            )
+        await self._end_upstream(access_token, scope)
+        metrics.AUTH_OUTCOMES.labels("logout", scope).inc()
+
+    async def _end_upstream(self, access_token: str, scope: LogoutScope) -> None:
+        try:
+            await self.gateway.sign_out(access_token, scope)
+        except errors.SessionRevoked:
+            pass  # Already gone upstream: the outcome the caller wanted.
+        except errors.ServiceUnavailable as exc:
+            # Revoked here already; Supabase will drop its copy when the token expires.
+            log.warning("upstream_logout_failed", scope=scope, code=exc.code)
+        except errors.DeadlineExceeded:
+            log.warning("upstream_logout_failed", scope=scope, code="upstream_timeout")
+
+    async def list_sessions(self, claims: Claims) -> list[SessionInfo]:
+        sessions = await self.sessions.list_for_user(claims.sub)
+        return sorted(sessions, key=lambda s: s.created_at, reverse=True)
+
+    async def revoke_session(self, claims: Claims, session_id: str) -> None:
+        info = await self.sessions.get(session_id)
+        if info is None or info.user_id != claims.sub:
+            raise errors.NotFound("No such session.")
+        await self.sessions.revoke(claims.sub, [session_id])
+
+    # -- small Redis helpers ------------------------------------------------------------
+
+    def _lock(self, name: str) -> Lock:
+        # Expires on its own should this process die holding it.
+        return self.redis.lock(name, timeout=self._wait_budget, sleep=0.02)
+
+    async def _release(self, lock: Lock) -> None:
+        try:
+            await lock.release()
+        except LockError:
+            pass  # Expired and possibly taken over: nothing of ours to release.
+        except (RedisError, OSError):
+            metrics.REDIS_ERRORS.labels("lock").inc()

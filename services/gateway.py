@@ -1,0 +1,555 @@
+"""The only code that calls the Supabase SDK.
+
+The SDK is blocking, so every call runs on a worker thread. Each call goes through
+``SupabaseGateway._call``, which:
+
+1. asks the circuit breaker (a dead upstream costs microseconds, not a thread);
+2. takes a slot of a dedicated ``anyio.CapacityLimiter`` (the bulkhead), waiting at most
+   ``pool_wait`` before answering 503, so a slow upstream can never queue work without bound;
+3. runs the call with ``anyio.to_thread.run_sync`` under an await-level deadline (504);
+4. inside the thread, the injected ``httpx.Client`` (HTTP/1.1, pool sized to the bulkhead)
+   goes through ``DeadlineTransport``, which shrinks every socket timeout to the time left
+   and aborts a response that trickles in past the deadline, so the thread ends on its own;
+5. retries transport failures and 502/503/504 with jittered backoff, only within the
+   deadline, and only where a repeat is harmless;
+6. maps SDK exceptions to ``services.errors`` exactly once.
+
+The bulkhead slot is held until the thread really ends, not until the awaiting task gives
+up: a cancelled await does not stop a running thread, and releasing the slot early would let
+abandoned threads pile up. User calls never share SDK session state: each builds a
+throwaway ``SyncGoTrueClient`` (``persist_session=False``, ``auto_refresh_token=False``) over
+the shared pool; admin calls use one separate service-role client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import httpx
+import structlog
+from supabase_auth import SyncGoTrueAdminAPI, SyncGoTrueClient
+from supabase_auth.errors import (
+    AuthApiError,
+    AuthError,
+    AuthRetryableError,
+    AuthWeakPasswordError,
+)
+from supabase_auth.types import Session, User
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from services import errors, metrics
+from services.breaker import BreakerState, CircuitBreaker
+
+T = TypeVar("T")
+log = structlog.get_logger("services.gateway")
+
+# The absolute (monotonic) time by which the current upstream call must be over. Set on the
+# loop before the thread hop; anyio copies the context into the worker thread.
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("upstream_deadline")
+
+_RETRYABLE_STATUSES = frozenset({502, 503, 504})
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class UpstreamDeadline(httpx.TimeoutException):
+    """The call's whole deadline passed while talking to the upstream."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    url: str
+    anon_key: str
+    service_role_key: str
+    pool_size: int = 16
+    pool_wait: float = 0.5
+    deadline: float = 5.0
+    connect_timeout: float = 1.5
+    read_timeout: float = 4.0
+    max_attempts: int = 3
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthSession:
+    """A Supabase session as handed to the browser."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    expires_at: int
+    user: dict[str, Any]
+    token_type: str = "bearer"
+
+    @classmethod
+    def from_sdk(cls, session: Session) -> AuthSession:
+        return cls(
+            access_token=session.access_token,
+            refresh_token=session.refresh_token,
+            expires_in=session.expires_in,
+            expires_at=session.expires_at or int(time.time()) + session.expires_in,
+            user=user_dict(session.user),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "expires_at": self.expires_at,
+            "refresh_token": self.refresh_token,
+            "user": self.user,
+        }
+
+
+def user_dict(user: User) -> dict[str, Any]:
+    return user.model_dump(mode="json", exclude_none=True)
+
+
+class DeadlineStream(httpx.SyncByteStream):
+    """Ends a response body that keeps trickling in after the call's deadline."""
+
+    def __init__(self, inner: httpx.SyncByteStream, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            if time.monotonic() > self._deadline:
+                raise UpstreamDeadline("upstream response still arriving at the deadline")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DeadlineTransport(httpx.BaseTransport):
+    """Fits every socket timeout of a request inside the current call's deadline."""
+
+    def __init__(self, inner: httpx.BaseTransport, timeouts: Mapping[str, float]) -> None:
+        self._inner = inner
+        self._timeouts = dict(timeouts)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = _deadline.get(None)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamDeadline("no time left for the upstream call", request=request)
+            request.extensions["timeout"] = {
+                name: min(limit, remaining) for name, limit in self._timeouts.items()
+            }
+        response = self._inner.handle_request(request)
+        if deadline is not None:
+            assert isinstance(response.stream, httpx.SyncByteStream)
+            response.stream = DeadlineStream(response.stream, deadline)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def build_http_client(config: GatewayConfig) -> httpx.Client:
+    """The SDK's HTTP client: HTTP/1.1, a pool the size of the bulkhead, deadline-bound."""
+    timeouts = {
+        "connect": config.connect_timeout,
+        "read": config.read_timeout,
+        "write": config.read_timeout,
+        "pool": config.pool_wait + config.connect_timeout,
+    }
+    limits = httpx.Limits(
+        max_connections=config.pool_size,
+        max_keepalive_connections=config.pool_size,
+        keepalive_expiry=30.0,
+    )
+    inner = httpx.HTTPTransport(limits=limits, http2=False, retries=0)
+    return httpx.Client(
+        transport=DeadlineTransport(inner, timeouts),
+        timeout=httpx.Timeout(**timeouts),
+        follow_redirects=False,
+    )
+
+
+class _SlotState(enum.Enum):
+    PENDING = enum.auto()
+    RUNNING = enum.auto()
+    ABANDONED = enum.auto()
+
+
+class _Slot:
+    """One bulkhead slot, released exactly once: when its thread ends, or at once if the
+    thread never started. anyio skips a queued call whose await was cancelled, so the
+    thread's own ``finally`` alone could leak the slot."""
+
+    __slots__ = ("_limiter", "_lock", "_loop", "_state")
+
+    def __init__(self, limiter: anyio.CapacityLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        self._limiter = limiter
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._state = _SlotState.PENDING
+
+    def start(self) -> bool:
+        """Called first thing in the worker thread; False if the caller already gave up."""
+        with self._lock:
+            if self._state is _SlotState.ABANDONED:
+                return False
+            self._state = _SlotState.RUNNING
+            return True
+
+    def finish(self) -> None:
+        """Called last thing in the worker thread."""
+        # A closed loop (shutdown) has nothing left to release to.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._limiter.release_on_behalf_of, self)
+
+    def abandon(self) -> None:
+        """Called on the loop when the await ends without a result."""
+        with self._lock:
+            if self._state is not _SlotState.PENDING:
+                return
+            self._state = _SlotState.ABANDONED
+        self._limiter.release_on_behalf_of(self)
+
+
+class SupabaseGateway:
+    """Async facade over the blocking SDK. Build one per process, in the app lifespan."""
+
+    def __init__(self, config: GatewayConfig, http_client: httpx.Client | None = None) -> None:
+        self.config = config
+        self.http_client = http_client or build_http_client(config)
+        self.limiter = anyio.CapacityLimiter(config.pool_size)
+        # anyio's own thread limiter; our bulkhead already bounds the threads, this keeps
+        # the calls off the default limiter shared with the rest of the process.
+        self._thread_limiter = anyio.CapacityLimiter(config.pool_size)
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.breaker_failure_threshold,
+            open_seconds=config.breaker_open_seconds,
+            on_change=self._breaker_changed,
+        )
+        self._user_headers = {
+            "apikey": config.anon_key,
+            "Authorization": f"Bearer {config.anon_key}",
+        }
+        self._admin = SyncGoTrueAdminAPI(
+            url=config.url,
+            headers={
+                "apikey": config.service_role_key,
+                "Authorization": f"Bearer {config.service_role_key}",
+            },
+            http_client=self.http_client,
+        )
+        metrics.POOL_SIZE.set(config.pool_size)
+
+    def close(self) -> None:
+        self.http_client.close()
+
+    # -- operations ------------------------------------------------------------------
+
+    async def sign_in(self, email: str, password: str) -> AuthSession:
+        def call() -> AuthSession:
+            response = self._user_client().sign_in_with_password(
+                {"email": email, "password": password}
+            )
+            return _session_of(response.session)
+
+        return await self._call("sign_in", call, retry_safe=True)
+
+    async def refresh(self, refresh_token: str) -> AuthSession:
+        # A repeat is harmless: GoTrue answers the parent of the active token with the
+        # active pair, which is exactly what a retry after a lost response needs.
+        def call() -> AuthSession:
+            response = self._user_client().refresh_session(refresh_token)
+            return _session_of(response.session)
+
+        return await self._call("refresh", call, retry_safe=True)
+
+    async def sign_out(self, access_token: str, scope: str) -> None:
+        def call() -> None:
+            self._admin.sign_out(access_token, scope)  # type: ignore[arg-type]
+
+        await self._call("sign_out", call, retry_safe=True)
+
+    async def create_user(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            return user_dict(self._admin.create_user(attributes).user)  # type: ignore[arg-type]
+
+        # Not retried after the request may have been sent: the caller handles a
+        # duplicate through its idempotency record.
+        return await self._call("create_user", call, retry_safe=False)
+
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            return user_dict(self._admin.get_user_by_id(user_id).user)
+
+        return await self._call("get_user", call, retry_safe=True)
+
+    async def update_user(self, user_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            response = self._admin.update_user_by_id(user_id, attributes)  # type: ignore[arg-type]
+            return user_dict(response.user)
+
+        return await self._call("update_user", call, retry_safe=True)
+
+    async def list_users(self, page: int, per_page: int) -> list[dict[str, Any]]:
+        def call() -> list[dict[str, Any]]:
+            return [user_dict(u) for u in self._admin.list_users(page=page, per_page=per_page)]
+
+        return await self._call("list_users", call, retry_safe=True)
+
+    async def health(self) -> dict[str, Any]:
+        """GET /health on the upstream, through the same bulkhead and breaker."""
+
+        def call() -> dict[str, Any]:
+            response = self.http_client.get(f"{self.config.url}/health")
+            response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            return body
+
+        return await self._call("health", call, retry_safe=True)
+
+    def _user_client(self) -> SyncGoTrueClient:
+        # Per call, so no user's session outlives the call; it shares the pool, and must
+        # never be closed (that would close the shared httpx client).
+        return SyncGoTrueClient(
+            url=self.config.url,
+            headers=self._user_headers,
+            http_client=self.http_client,
+            persist_session=False,
+            auto_refresh_token=False,
+        )
+
+    # -- the one path every call takes ---------------------------------------------------
+
+    async def _call(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            result = await self._guarded(operation, fn, retry_safe=retry_safe)
+        except errors.AuthServiceError as exc:
+            outcome = exc.code
+            raise
+        else:
+            outcome = "ok"
+            return result
+        finally:
+            metrics.UPSTREAM_CALLS.labels(operation, outcome).inc()
+            metrics.UPSTREAM_LATENCY.labels(operation).observe(time.monotonic() - started)
+
+    async def _guarded(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
+        if not self.breaker.try_acquire():
+            raise errors.CircuitOpen(
+                retry_after=max(1.0, self.breaker.retry_after()),
+                debug=f"{self.breaker.failure_threshold} upstream failures in a row; "
+                f"the next probe is allowed in {self.breaker.retry_after():.1f}s",
+            )
+        slot = _Slot(self.limiter, asyncio.get_running_loop())
+        metrics.POOL_WAITING.inc()
+        try:
+            with anyio.fail_after(self.config.pool_wait):
+                await self.limiter.acquire_on_behalf_of(slot)
+        except TimeoutError:
+            self.breaker.release_probe()
+            log.warning("upstream_pool_exhausted", operation=operation)
+            raise errors.PoolExhausted(
+                retry_after=1,
+                debug=f"all {self.config.pool_size} upstream slots stayed busy "
+                f"for {self.config.pool_wait}s",
+            ) from None
+        finally:
+            metrics.POOL_WAITING.dec()
+        metrics.POOL_IN_USE.set(self.limiter.borrowed_tokens)
+
+        deadline = time.monotonic() + self.config.deadline
+        # The thread gives up a little before the await does, so the usual timeout is the
+        # thread's own clean one rather than an abandonment.
+        token = _deadline.set(deadline - min(0.25, self.config.deadline * 0.1))
+
+        def work() -> T:
+            if not slot.start():
+                raise errors.DeadlineExceeded()
+            try:
+                return self._with_retries(operation, fn, retry_safe=retry_safe)
+            finally:
+                slot.finish()
+
+        try:
+            with anyio.fail_after(self.config.deadline):
+                result = await anyio.to_thread.run_sync(
+                    work, abandon_on_cancel=True, limiter=self._thread_limiter
+                )
+        except TimeoutError:
+            slot.abandon()
+            self.breaker.record_failure()
+            log.warning("upstream_timeout", operation=operation, deadline=self.config.deadline)
+            raise errors.DeadlineExceeded(
+                debug=f"no answer from {self.config.url} within {self.config.deadline}s"
+            ) from None
+        except AuthError as exc:
+            mapped = self._map_error(operation, exc)
+            if mapped.status >= 500:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()
+            raise mapped from exc
+        except errors.AuthServiceError:
+            self.breaker.release_probe()
+            raise
+        except Exception as exc:
+            # A 2xx body the SDK's models reject, or an error it let escape unmapped.
+            self.breaker.record_failure()
+            log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
+            raise errors.UpstreamUnavailable(
+                retry_after=1,
+                debug=f"{self.config.url} gave an answer the SDK could not read "
+                f"({type(exc).__name__}); check SUPABASE_URL points at Supabase",
+            ) from exc
+        except BaseException:
+            # Cancelled (the client went away, or shutdown): the slot follows the thread.
+            slot.abandon()
+            self.breaker.release_probe()
+            raise
+        finally:
+            _deadline.reset(token)
+        self.breaker.record_success()
+        return result
+
+    def _with_retries(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
+        deadline = _deadline.get()
+
+        def retryable(exc: BaseException) -> bool:
+            return _is_retryable(exc, retry_safe=retry_safe)
+
+        def count_retry(_: RetryCallState) -> None:
+            metrics.UPSTREAM_RETRIES.labels(operation).inc()
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.config.max_attempts)
+            | stop_before_delay(max(0.0, deadline - time.monotonic())),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
+            retry=retry_if_exception(retryable),
+            before_sleep=count_retry,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    def _map_error(self, operation: str, exc: AuthError) -> errors.AuthServiceError:
+        cause = exc.__cause__
+        if isinstance(exc, AuthRetryableError):
+            if isinstance(cause, httpx.TimeoutException) and not isinstance(
+                cause, httpx.ConnectTimeout
+            ):
+                log.warning("upstream_timeout", operation=operation, reason=str(cause))
+                return errors.DeadlineExceeded(debug=f"{self.config.url}: {cause!r}")
+            log.warning("upstream_unreachable", operation=operation, status=exc.status)
+            return errors.UpstreamUnavailable(
+                retry_after=1,
+                debug=f"{self.config.url} answered {exc.status or repr(cause)}; "
+                "check SUPABASE_URL and that Supabase Auth is up",
+            )
+        if isinstance(exc, AuthWeakPasswordError):
+            return errors.WeakPassword(
+                exc.message, errors=[{"field": "password", "reasons": exc.reasons}]
+            )
+        if isinstance(exc, AuthApiError):
+            return _map_api_error(operation, exc, self.config.url)
+        log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
+        return errors.UpstreamUnavailable(
+            retry_after=1,
+            debug=f"{self.config.url} answered something that is not Supabase Auth "
+            f"({type(exc).__name__}); check SUPABASE_URL",
+        )
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        metrics.BREAKER_STATE.set(int(new))
+        event = {
+            BreakerState.OPEN: "upstream_breaker_opened",
+            BreakerState.HALF_OPEN: "upstream_breaker_half_open",
+            BreakerState.CLOSED: "upstream_breaker_closed",
+        }[new]
+        log.warning(event, previous=old.name.lower())
+
+
+def _session_of(session: Session | None) -> AuthSession:
+    if session is None:
+        raise errors.EmailNotConfirmed()
+    return AuthSession.from_sdk(session)
+
+
+def _is_retryable(exc: BaseException, *, retry_safe: bool) -> bool:
+    if not isinstance(exc, AuthRetryableError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, UpstreamDeadline):
+        return False
+    if isinstance(cause, _CONNECT_FAILURES):
+        return True  # The request never left: always safe to repeat.
+    return retry_safe and (
+        exc.status in _RETRYABLE_STATUSES or isinstance(cause, httpx.TransportError)
+    )
+
+
+_API_ERRORS: dict[str, type[errors.AuthServiceError]] = {
+    "invalid_credentials": errors.InvalidCredentials,
+    "email_not_confirmed": errors.EmailNotConfirmed,
+    "phone_not_confirmed": errors.EmailNotConfirmed,
+    "user_banned": errors.UserBanned,
+    "refresh_token_not_found": errors.InvalidRefreshToken,
+    "refresh_token_already_used": errors.RefreshTokenReused,
+    "session_not_found": errors.SessionRevoked,
+    "session_expired": errors.SessionRevoked,
+    "email_exists": errors.EmailExists,
+    "user_already_exists": errors.EmailExists,
+    "weak_password": errors.WeakPassword,
+    "same_password": errors.ValidationFailed,
+    "validation_failed": errors.ValidationFailed,
+    "email_address_invalid": errors.ValidationFailed,
+    "user_not_found": errors.NotFound,
+    "over_request_rate_limit": errors.UpstreamRateLimited,
+    "over_email_send_rate_limit": errors.UpstreamRateLimited,
+    "conflict": errors.Conflict,
+}
+
+
+def _map_api_error(operation: str, exc: AuthApiError, url: str) -> errors.AuthServiceError:
+    code = exc.code or ""
+    if code in ("not_admin", "bad_jwt", "no_authorization") and operation not in ("sign_out",):
+        log.error("upstream_rejected_service_key", operation=operation, code=code)
+        return errors.UpstreamMisconfigured(
+            retry_after=30,
+            debug=f"Supabase Auth refused the service's key ({code}); "
+            "check SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY belong to this project",
+        )
+    if operation == "sign_out" and exc.status in (401, 403, 404):
+        return errors.SessionRevoked()
+    error_class = _API_ERRORS.get(code)
+    if error_class is not None:
+        if error_class is errors.ValidationFailed:
+            return error_class(exc.message)
+        return error_class()
+    if exc.status >= 500:
+        log.error("upstream_server_error", operation=operation, status=exc.status, code=code)
+        return errors.UpstreamUnavailable(
+            retry_after=1, debug=f"{url} failed with {exc.status} {code}"
+        )
+    log.error("upstream_unmapped_error", operation=operation, status=exc.status, code=code)
+    return errors.UpstreamUnavailable(
+        retry_after=1, debug=f"{url} answered {exc.status} {code}: {exc.message}"
+    )
