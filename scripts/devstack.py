@@ -1,0 +1,207 @@
+"""The development stack: Redis (found or started), localauth, and the app, with a demo user.
+
+``scripts/dev`` runs this. Everything it creates lives in ``.dev/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "Demo-password-1"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"dev: {what} exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"dev: {what} did not answer at {url} within {seconds:.0f}s")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self, args: list[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=ROOT)
+        self.children.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(self.children):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def redis_url(self) -> str:
+        if os.environ.get("REDIS_URL"):
+            return os.environ["REDIS_URL"]
+        if redis_answers(6379):
+            return "redis://127.0.0.1:6379/0"
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit(
+                "dev: no Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n"
+                "     Install it (Debian: apt-get install redis-server) or set REDIS_URL."
+            )
+        port = free_port()
+        self.spawn(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ]
+        )
+        deadline = time.monotonic() + 10
+        while not redis_answers(port):
+            if time.monotonic() > deadline:
+                sys.exit("dev: redis-server did not start")
+            time.sleep(0.05)
+        print(f"dev: started redis-server on port {port}")
+        return f"redis://127.0.0.1:{port}/0"
+
+    def localauth(self, port: int) -> dict[str, str]:
+        env_file = self.workdir / "localauth.env"
+        process = self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "localauth",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                str(self.workdir / "localauth.db"),
+                "--env-file",
+                str(env_file),
+            ],
+            env={
+                "GOTRUE_MAILER_AUTOCONFIRM": "true",
+                "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
+            },
+        )
+        wait_http(f"http://127.0.0.1:{port}/health", process, "localauth")
+        return read_env(env_file)
+
+
+def seed_demo_user(supabase: Mapping[str, str]) -> None:
+    key = supabase["SUPABASE_SERVICE_ROLE_KEY"]
+    response = httpx.post(
+        supabase["SUPABASE_URL"] + "/auth/v1/admin/users",
+        headers={"apikey": key, "Authorization": f"Bearer {key}"},
+        json={
+            "email": DEMO_EMAIL,
+            "password": DEMO_PASSWORD,
+            "email_confirm": True,
+            "app_metadata": {"roles": ["admin"]},
+        },
+        timeout=10,
+    )
+    if response.status_code not in (200, 422):  # 422: already there from an earlier run
+        sys.exit(f"dev: could not create the demo user: {response.status_code} {response.text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    parser.add_argument("--localauth-port", type=int, default=9999)
+    args = parser.parse_args()
+    workdir = ROOT / ".dev"
+    workdir.mkdir(exist_ok=True)
+    stack = Stack(workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        redis_url = stack.redis_url()
+        auth_port = args.localauth_port if port_free(args.localauth_port) else free_port()
+        supabase = stack.localauth(auth_port)
+        print(f"dev: localauth (Supabase Auth) at {supabase['SUPABASE_URL']}/auth/v1")
+        seed_demo_user(supabase)
+        app = stack.spawn(
+            [sys.executable, "-m", "app"],
+            env={
+                **supabase,
+                "REDIS_URL": redis_url,
+                "PORT": str(args.port),
+                "ENVIRONMENT": "development",
+                "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+            },
+        )
+        base = f"http://127.0.0.1:{args.port}"
+        wait_http(base + "/health/live", app, "the app")
+        print(
+            f"\ndev: the auth backend is up at {base}  (Ctrl-C stops everything)\n"
+            f"     log in as the demo user:\n\n"
+            f"  curl -s -X POST {base}/api/v1/auth/login -H 'Content-Type: application/json' \\\n"
+            f'       -d \'{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}\'\n',
+            flush=True,
+        )
+        app.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
