@@ -33,6 +33,8 @@ from redis.exceptions import RedisError
 from services import errors, metrics
 
 log = structlog.get_logger("services.sessions")
+_SESSION_HIT = metrics.TOKEN_CACHE.labels("session_hit")
+_SESSION_MISS = metrics.TOKEN_CACHE.labels("session_miss")
 T = TypeVar("T")
 
 
@@ -116,6 +118,7 @@ class SessionStore:
         self._subscribed = False
         self._last_heard = 0.0
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- keys ------------------------------------------------------------------------
 
@@ -134,14 +137,19 @@ class SessionStore:
     # -- the invalidation listener ---------------------------------------------------
 
     async def start(self) -> None:
+        self._closing = False
         self._listener = asyncio.create_task(self._listen(), name="session-invalidation")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        task, self._listener = self._listener, None
+        if task is None:
+            return
+        # redis-py's get_message(timeout=...) can swallow a cancellation, so the loop
+        # also checks this flag; the wait is bounded either way.
+        self._closing = True
+        task.cancel()
+        await asyncio.wait({task}, timeout=self._ping_interval * 2)
+        self._distrust()
 
     @property
     def cache_trusted(self) -> bool:
@@ -149,7 +157,7 @@ class SessionStore:
 
     async def _listen(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             try:
                 async with self._subscription() as pubsub:
                     backoff = 0.05
@@ -176,7 +184,7 @@ class SessionStore:
 
     async def _pump(self, pubsub: aioredis.client.PubSub) -> None:
         last_ping = 0.0
-        while True:
+        while not self._closing:
             now = time.monotonic()
             if now - last_ping >= self._ping_interval:
                 await pubsub.ping()
@@ -217,13 +225,19 @@ class SessionStore:
 
     async def check(self, sid: str, uid: str, issued_at: float) -> None:
         """Refuse a token whose session ended, whose user was banned or logged out everywhere."""
+        alive, state = await self.lookup(sid, uid)
+        self._judge(alive, state, issued_at)
+
+    async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
+        """Whether the session is alive, and its user's state: from the cache while it is
+        trusted, else from Redis (``RedisUnavailable`` if Redis is down)."""
         if self.cache_trusted:
             alive = self._alive.get(sid)
             state = self._users.get(uid)
             if alive is not None and state is not None:
-                metrics.TOKEN_CACHE.labels("session_hit").inc()
-                return self._judge(alive, state, issued_at)
-        metrics.TOKEN_CACHE.labels("session_miss").inc()
+                _SESSION_HIT.inc()
+                return alive, state
+        _SESSION_MISS.inc()
         generation = self._generation
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self._session_key(sid))
@@ -235,7 +249,7 @@ class SessionStore:
         if generation == self._generation and self.cache_trusted:
             self._alive.put(sid, alive)
             self._users.put(uid, state)
-        self._judge(alive, state, issued_at)
+        return alive, state
 
     @staticmethod
     def _judge(alive: bool, state: UserState, issued_at: float) -> None:
