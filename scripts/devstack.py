@@ -69,9 +69,12 @@ class Stack:
         self.children: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, args: list[str], env: Mapping[str, str] | None = None
+        self, args: list[str], env: Mapping[str, str] | None = None, *, quiet: bool = False
     ) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=ROOT)
+        sink = subprocess.DEVNULL if quiet else None
+        process = subprocess.Popen(
+            args, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=sink, stderr=sink
+        )
         self.children.append(process)
         return process
 
@@ -120,7 +123,7 @@ class Stack:
         print(f"dev: started redis-server on port {port}")
         return f"redis://127.0.0.1:{port}/0"
 
-    def localauth(self, port: int) -> dict[str, str]:
+    def localauth(self, port: int, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
         env_file = self.workdir / "localauth.env"
         process = self.spawn(
             [
