@@ -1,21 +1,61 @@
 """Which layers guard which route: the one table to read to know who may call what.
 
-Adding a check is one class (``app.authz.layers``) and one entry here.
+Adding a check is one class (``app.authz.layers``) and one entry here. Layers run in the
+order listed; cheap refusals (address, missing token) come before costly ones.
 """
 
 from __future__ import annotations
 
 from app.authz.base import Layer
-from app.authz.layers import Bearer, SessionAlive, VerifyToken
+from app.authz.layers import (
+    AccountStatus,
+    Bearer,
+    IpAllowList,
+    NotBefore,
+    Owner,
+    RateLimit,
+    RequireAal,
+    RequireRole,
+    ServiceCredentials,
+    SessionAlive,
+    VerifyToken,
+)
 
-AUTHENTICATED: tuple[Layer, ...] = (Bearer(), VerifyToken(), SessionAlive())
+# Who the caller is, and that their session, account and token are all still good. This is
+# the hot path: after the first request of a token, every layer answers from memory.
+AUTHENTICATED: tuple[Layer, ...] = (
+    Bearer(),
+    VerifyToken(),
+    AccountStatus(),
+    SessionAlive(),
+    NotBefore(),
+)
+
+ADMIN: tuple[Layer, ...] = (
+    IpAllowList("admin_ip_allowlist"),
+    *AUTHENTICATED,
+    RequireRole(frozenset({"admin"})),
+    RequireAal("aal2", setting="admin_require_aal2"),
+    RateLimit("admin", per="account"),
+)
+
+SERVICE: tuple[Layer, ...] = (ServiceCredentials(), RateLimit("internal", per="service"))
 
 POLICIES: dict[str, tuple[Layer, ...]] = {
-    "auth:register": (),
-    "auth:login": (),
-    "auth:refresh": (),
+    "auth:register": (RateLimit("register"),),
+    "auth:login": (RateLimit("login"),),
+    "auth:refresh": (RateLimit("refresh"),),
     "auth:logout": AUTHENTICATED,
     "auth:me": AUTHENTICATED,
     "auth:sessions": AUTHENTICATED,
     "auth:session": AUTHENTICATED,
+    "users:sessions": (*AUTHENTICATED, Owner("user_id", admin_role="admin")),
+    "admin:users": ADMIN,
+    "admin:user": ADMIN,
+    "admin:ban": ADMIN,
+    "admin:unban": ADMIN,
+    "admin:roles": ADMIN,
+    "admin:revoke_sessions": ADMIN,
+    "admin:unlock": ADMIN,
+    "internal:user_status": SERVICE,
 }

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BeforeValidator,
     Field,
@@ -15,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.ratelimit import parse_rules
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -29,6 +32,30 @@ CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
 CsvNetworks = Annotated[list[IpNetwork], BeforeValidator(_split_csv)]
 
 
+def _split_credentials(value: Any) -> Any:
+    """``"id1:secret1,id2:secret2"`` → ``{"id1": "secret1", ...}``."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for item in _split_csv(value):
+        service_id, sep, secret = item.partition(":")
+        if not sep or not service_id.strip() or not secret.strip():
+            raise ValueError("each entry must be SERVICE_ID:SECRET")
+        pairs[service_id.strip()] = secret.strip()
+    return pairs
+
+
+def _valid_rate_limits(value: list[str]) -> list[str]:
+    parse_rules(value)
+    return value
+
+
+ServiceCredentials = Annotated[dict[str, SecretStr], BeforeValidator(_split_credentials)]
+RateLimitRules = Annotated[
+    list[str], BeforeValidator(_split_csv), AfterValidator(_valid_rate_limits)
+]
+
+
 class ConfigurationError(Exception):
     """The settings cannot start the service; the message names each bad variable."""
 
@@ -37,6 +64,15 @@ class Settings(BaseSettings):
     """Every knob of the service. Environment names are the upper-case field names."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any
+    ) -> tuple[Any, ...]:
+        # Only the mapping given to ``from_environ``: pydantic-settings' own env source would
+        # also read os.environ and JSON-decode list fields, so CORS_ORIGINS=https://a.example
+        # or TRUSTED_PROXIES=10.0.0.0/8 in a real environment would fail to start.
+        return (init_settings,)
 
     # Supabase project.
     supabase_url: AnyHttpUrl
@@ -90,6 +126,24 @@ class Settings(BaseSettings):
     password_require_upper: bool = True
     password_require_digit: bool = True
     password_require_symbol: bool = False
+
+    # Authorization (docs/authorization.md).
+    admin_require_aal2: bool = False
+    # Empty: admin routes answer from any address.
+    admin_ip_allowlist: CsvNetworks = Field(default_factory=list)
+    # "id1:secret1,id2:secret2": callers of the internal routes (X-Service-ID/-Secret).
+    service_credentials: ServiceCredentials = Field(default_factory=dict)
+    rate_limit_enabled: bool = True
+    # "login=10/60,register=5/60": NAME=LIMIT/SECONDS over services.ratelimit.DEFAULT_RULES.
+    rate_limits: RateLimitRules = Field(default_factory=list)
+    lockout_enabled: bool = True
+    lockout_window_seconds: float = Field(default=900.0, gt=0)
+    lockout_ip_threshold: int = Field(default=5, ge=1)
+    lockout_base_seconds: float = Field(default=30.0, gt=0)
+    lockout_max_seconds: float = Field(default=3600.0, gt=0)
+    lockout_account_window_seconds: float = Field(default=300.0, gt=0)
+    lockout_account_threshold: int = Field(default=50, ge=1)
+    lockout_account_seconds: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Settings:

@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 from app.settings import Settings
 from services.auth import AuthService, LoginGuard
 from services.gateway import GatewayConfig, SupabaseGateway
+from services.lockout import LockoutPolicy, LoginLockout
 from services.passwords import PasswordPolicy
+from services.ratelimit import RateLimiter, parse_rules
 from services.sessions import SessionStore
 from services.tokens import TokenVerifier
 
@@ -25,17 +27,23 @@ class Services:
     sessions: SessionStore
     verifier: TokenVerifier
     auth: AuthService
+    rate_limiter: RateLimiter | None = None
+    lockout: LoginLockout | None = None
 
 
 def build_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    # A burst beyond the pool waits (briefly) for a free connection instead of failing with
+    # "Too many connections"; the wait is bounded by the Redis timeout, then it is a 503.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,
         health_check_interval=10,
         retry_on_timeout=False,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def build_gateway(settings: Settings) -> SupabaseGateway:
@@ -54,6 +62,21 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
             breaker_open_seconds=settings.breaker_open_seconds,
         )
     )
+
+
+def build_lockout(settings: Settings, redis: aioredis.Redis) -> LoginLockout | None:
+    if not settings.lockout_enabled:
+        return None
+    policy = LockoutPolicy(
+        window=settings.lockout_window_seconds,
+        ip_threshold=settings.lockout_ip_threshold,
+        base=settings.lockout_base_seconds,
+        max_lock=settings.lockout_max_seconds,
+        account_window=settings.lockout_account_window_seconds,
+        account_threshold=settings.lockout_account_threshold,
+        account_lock=settings.lockout_account_seconds,
+    )
+    return LoginLockout(redis, prefix=settings.redis_key_prefix, policy=policy)
 
 
 async def open_services(
@@ -91,6 +114,9 @@ async def open_services(
     # Best effort: an unreachable JWKS at start is reported by /health/ready and retried
     # on the first token with an unknown kid.
     await verifier.refresh_keys(force=True)
+    lockout = build_lockout(settings, redis)
+    if guard is None:
+        guard = lockout
     auth = AuthService(
         gateway=gateway,
         sessions=sessions,
@@ -116,4 +142,12 @@ async def open_services(
         sessions=sessions,
         verifier=verifier,
         auth=auth,
+        rate_limiter=(
+            RateLimiter(
+                redis, prefix=settings.redis_key_prefix, rules=parse_rules(settings.rate_limits)
+            )
+            if settings.rate_limit_enabled
+            else None
+        ),
+        lockout=lockout,
     )

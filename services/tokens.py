@@ -5,6 +5,9 @@ on an unknown ``kid`` at most once per interval); the legacy HS256 secret is use
 kid-less HS256 tokens, and only when configured. Each key allows exactly one algorithm, so
 ``none`` and HS/RS confusion are refused by construction. Verified claims are cached by the
 token's SHA-256 and never served past ``exp``.
+
+Every refusal is a 401 with one of two stable codes: ``token_expired`` (the client should
+refresh) or ``invalid_token`` (it should sign in again); the detail says which check failed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from services import errors, metrics
 
 log = structlog.get_logger("services.tokens")
+_CACHE_HIT = metrics.TOKEN_CACHE.labels("hit")
+_CACHE_MISS = metrics.TOKEN_CACHE.labels("miss")
 
 MAX_TOKEN_BYTES = 8192
 _ASYMMETRIC: dict[str, type[ECAlgorithm] | type[RSAAlgorithm]] = {
@@ -130,16 +135,18 @@ class TokenVerifier:
             raise errors.InvalidToken("The access token is too large.")
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
-        now = time.time()
-        if cached is not None and now < cached.exp + self.leeway:
-            metrics.TOKEN_CACHE.labels("hit").inc()
-            return cached
-        metrics.TOKEN_CACHE.labels("miss").inc()
+        if cached is not None:
+            if time.time() < cached.exp:
+                _CACHE_HIT.inc()
+                return cached
+            del self._cache[digest]
+        _CACHE_MISS.inc()
         key = await self._key_for(token)
         claims = self._decode(token, key)
-        self._cache[digest] = claims
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if self._cache_size:
+            self._cache[digest] = claims
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return claims
 
     async def _key_for(self, token: str) -> _Key:
@@ -149,14 +156,18 @@ class TokenVerifier:
             raise errors.InvalidToken("The access token is malformed.") from None
         alg = header.get("alg")
         kid = header.get("kid")
-        if kid is None:
-            if alg == "HS256" and self._secret is not None:
-                return self._secret
-            raise errors.InvalidToken("The access token names no known key.")
-        if not isinstance(kid, str):
+        if not isinstance(alg, str) or alg.lower() == "none":
+            raise errors.InvalidToken("The access token is unsigned.")
+        if kid is not None and not isinstance(kid, str):
             raise errors.InvalidToken("The access token is malformed.")
-        key = self._keys.get(kid)
-        if key is None and await self.refresh_keys():
+        key = self._keys.get(kid) if kid else None
+        if key is None and alg == "HS256" and self._secret is not None:
+            # GoTrue signs HS256 with the project secret, kid or not; a kid that names an
+            # asymmetric key never reaches here, so the public key can never be an HMAC key.
+            return self._secret
+        if key is None and kid:
+            await self.refresh_keys()
+            # Re-read even if another request did the fetch while we waited for the lock.
             key = self._keys.get(kid)
         if key is None:
             raise errors.InvalidToken("The access token was signed with an unknown key.")
@@ -173,12 +184,18 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iat", "sub", "aud"], "verify_iat": True},
+                options={
+                    "require": ["exp", "iat", "sub", "aud", "iss"],
+                    "verify_iat": True,
+                    "verify_nbf": True,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise errors.TokenExpired() from None
         except jwt.PyJWTError as exc:
             raise errors.InvalidToken(_reason(exc)) from None
+        if not isinstance(payload.get("exp"), int) or not isinstance(payload.get("iat"), int):
+            raise errors.InvalidToken("The access token's times are not integers.")
         session_id = payload.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             raise errors.InvalidToken("The access token belongs to no session.")

@@ -1,11 +1,27 @@
-"""The built-in layers. 401 answers "who are you?", 403 "may you?", 429 "not now"."""
+"""The built-in layers. 401 answers "who are you?", 403 "may you?", 429 "not now".
+
+Each layer is one small class with ``async def check(ctx)``; ``app.policy`` composes them.
+Layers that depend on configuration read it from ``ctx.services.settings`` at request time,
+so one policy table serves every app instance.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 from dataclasses import dataclass
+from typing import Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.authz.base import AuthContext
 from services import errors
+from services.sessions import UserState
+
+_AAL_RANK = {"aal1": 1, "aal2": 2, "aal3": 3}
+_STATE = "session_state"
+RESPONSE_HEADERS = "response_headers"
 
 
 class Bearer:
@@ -32,13 +48,42 @@ class VerifyToken:
             raise
 
 
-class SessionAlive:
-    """The token's session is alive, its user not banned nor logged out everywhere since
-    it was issued (session, not-before and account status in one cached check)."""
+async def _session_state(ctx: AuthContext) -> tuple[bool, UserState]:
+    """One (cached) session-store lookup per request, shared by the layers below."""
+    found: tuple[bool, UserState] | None = ctx.extra.get(_STATE)
+    if found is None:
+        claims = ctx.require_claims()
+        found = await ctx.services.sessions.lookup(claims.session_id, claims.sub)
+        ctx.extra[_STATE] = found
+    return found
+
+
+class AccountStatus:
+    """The account is not banned. A login lockout deliberately does not end sessions:
+    anyone can trigger one, so it only gates password attempts."""
 
     async def check(self, ctx: AuthContext) -> None:
-        claims = ctx.require_claims()
-        await ctx.services.sessions.check(claims.session_id, claims.sub, claims.iat)
+        _, state = await _session_state(ctx)
+        if state.banned:
+            raise errors.UserBanned()
+
+
+class SessionAlive:
+    """The token's session has not been logged out or revoked."""
+
+    async def check(self, ctx: AuthContext) -> None:
+        alive, _ = await _session_state(ctx)
+        if not alive:
+            raise errors.SessionRevoked()
+
+
+class NotBefore:
+    """The token was issued after the user's last "log out everywhere" or password change."""
+
+    async def check(self, ctx: AuthContext) -> None:
+        _, state = await _session_state(ctx)
+        if ctx.require_claims().iat < state.not_before:
+            raise errors.SessionRevoked("The session was ended on every device.")
 
 
 @dataclass(frozen=True)
@@ -50,3 +95,131 @@ class RequireRole:
     async def check(self, ctx: AuthContext) -> None:
         if not self.roles.intersection(ctx.require_claims().roles):
             raise errors.InsufficientRole()
+
+
+@dataclass(frozen=True)
+class RequireScopes:
+    """The token grants every one of ``scopes`` (``app_metadata.scopes`` or ``scope``)."""
+
+    scopes: frozenset[str]
+
+    async def check(self, ctx: AuthContext) -> None:
+        if not self.scopes.issubset(ctx.require_claims().scopes):
+            missing = " ".join(sorted(self.scopes.difference(ctx.require_claims().scopes)))
+            raise errors.InsufficientScope(f"Your token lacks the scope(s): {missing}.")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The path parameter ``param`` is the caller's own user id, unless the caller holds
+    ``admin_role``."""
+
+    param: str = "user_id"
+    admin_role: str = "admin"
+
+    async def check(self, ctx: AuthContext) -> None:
+        claims = ctx.require_claims()
+        if str(ctx.path_params.get(self.param, "")) == claims.sub:
+            return
+        if self.admin_role not in claims.roles:
+            raise errors.NotOwner()
+
+
+@dataclass(frozen=True)
+class RequireAal:
+    """The session reached ``level`` (e.g. ``aal2``: MFA). With ``setting``, enforced only
+    while that boolean setting is on (``ADMIN_REQUIRE_AAL2``)."""
+
+    level: str = "aal2"
+    setting: str | None = None
+
+    async def check(self, ctx: AuthContext) -> None:
+        if self.setting is not None and not getattr(ctx.services.settings, self.setting):
+            return
+        have = _AAL_RANK.get(ctx.require_claims().aal, 0)
+        if have < _AAL_RANK[self.level]:
+            raise errors.InsufficientAssurance()
+
+
+@dataclass(frozen=True)
+class IpAllowList:
+    """The client address lies in one of the networks of the list setting ``setting``;
+    an empty list allows every address."""
+
+    setting: str = "admin_ip_allowlist"
+
+    async def check(self, ctx: AuthContext) -> None:
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = getattr(
+            ctx.services.settings, self.setting
+        )
+        if not networks:
+            return
+        try:
+            address = ipaddress.ip_address(ctx.client_ip)
+        except ValueError:
+            raise errors.IpNotAllowed() from None
+        if not any(address in network for network in networks):
+            raise errors.IpNotAllowed()
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+class ServiceCredentials:
+    """Service-to-service: ``X-Service-ID`` and ``X-Service-Secret`` match a pair of
+    ``SERVICE_CREDENTIALS``. The secret is compared in constant time, and an unknown id
+    costs the same comparison, so timing tells nothing about which ids exist."""
+
+    async def check(self, ctx: AuthContext) -> None:
+        service_id = ctx.headers.get("x-service-id", "")
+        offered = ctx.headers.get("x-service-secret", "")
+        expected = ctx.services.settings.service_credentials.get(service_id)
+        wanted = expected.get_secret_value() if expected is not None else ""
+        # Digests first: compare_digest is constant-time only for equal lengths.
+        same = hmac.compare_digest(_digest(offered), _digest(wanted))
+        if not same or expected is None or not offered:
+            raise errors.ServiceCredentialsInvalid()
+        ctx.service_id = service_id
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Counts the request against rule ``rule`` (``RATE_LIMITS``) per client IP, per
+    account (the token's user; after verification), or per calling service."""
+
+    rule: str
+    per: Literal["ip", "account", "service"] = "ip"
+
+    async def check(self, ctx: AuthContext) -> None:
+        limiter = ctx.services.rate_limiter
+        if limiter is None:
+            return
+        if self.per == "account":
+            subject = "account:" + ctx.require_claims().sub
+        elif self.per == "service":
+            subject = "service:" + (ctx.service_id or ctx.client_ip)
+        else:
+            subject = "ip:" + ctx.client_ip
+        decision = await limiter.hit(self.rule, subject)
+        ctx.scope.setdefault("state", {})[RESPONSE_HEADERS] = decision.headers()
+
+
+class ResponseHeaders:
+    """Adds the headers layers left in ``scope["state"]`` (the ``RateLimit-*`` trio) to a
+    successful response; refusals carry theirs on the error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra: dict[str, str] = scope.get("state", {}).get(RESPONSE_HEADERS, {})
+                if extra:
+                    headers = list(message.get("headers", []))
+                    headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,134 @@
+"""Rate limits in Redis: GCRA, one atomic Lua call per request, Redis's clock.
+
+GCRA stores one number per key, the "theoretical arrival time" (TAT) of the next request.
+A rule of ``limit`` requests per ``period`` seconds lets a burst of ``limit`` through and
+then one request every ``period / limit`` seconds. Time comes from Redis ``TIME`` inside
+the script, so every instance agrees on it and tests can move a window by editing the key.
+
+    p rl:{rule}:{subject}     TAT in milliseconds        (PX: until the bucket is full again)
+
+A Redis failure raises ``RedisUnavailable`` (503): a limiter that fails open is no limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from services import errors, metrics
+from services.sessions import redis_call
+
+# KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst.
+# Returns {allowed, remaining, reset_ms, retry_after_ms}.
+_GCRA = """
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + emission
+local diff = now - (new_tat - burst * emission)
+if diff < 0 then
+  return {0, 0, tat - now, -diff}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return {1, math.floor(diff / emission), new_tat - now, 0}
+"""
+
+_RULE = re.compile(r"^\s*([a-z0-9_:-]+)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+DEFAULT_RULES = (
+    "login=10/60",
+    "register=5/60",
+    "refresh=30/60",
+    "admin=120/60",
+    "internal=600/60",
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``limit`` requests per ``period`` seconds, bursts of up to ``limit``."""
+
+    limit: int
+    period: float
+
+    @property
+    def emission_ms(self) -> int:
+        return max(1, round(self.period * 1000 / self.limit))
+
+
+def parse_rules(items: Iterable[str]) -> dict[str, Rule]:
+    """``["login=10/60", ...]`` over the defaults; a malformed item is a ``ValueError``."""
+    rules: dict[str, Rule] = {}
+    for item in (*DEFAULT_RULES, *items):
+        match = _RULE.match(item)
+        if match is None:
+            raise ValueError(f"rate limit {item!r} is not NAME=LIMIT/SECONDS")
+        name, limit, period = match.group(1), int(match.group(2)), float(match.group(3))
+        if limit < 1 or period <= 0:
+            raise ValueError(f"rate limit {item!r} must allow at least 1 request per period")
+        rules[name] = Rule(limit, period)
+    return rules
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+    def headers(self) -> dict[str, str]:
+        """The draft-ietf-httpapi-ratelimit-headers trio (and Retry-After when refused)."""
+        values = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(math.ceil(self.reset_after)),
+        }
+        if not self.allowed:
+            values["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return values
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, rules: Mapping[str, Rule]) -> None:
+        self.prefix = prefix
+        self.rules = dict(rules)
+        self._script = redis.register_script(_GCRA)
+
+    def key(self, rule: str, subject: str) -> str:
+        # Subjects may be emails or IPs; hashed so keys carry no personal data.
+        digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+        return f"{self.prefix}rl:{rule}:{digest}"
+
+    async def hit(self, rule: str, subject: str) -> Decision:
+        """Count one request of ``subject`` against ``rule``; refuse with ``RateLimited``."""
+        spec = self.rules[rule]
+        result = await redis_call(
+            "rate_limit",
+            self._script(keys=[self.key(rule, subject)], args=[spec.emission_ms, spec.limit]),
+        )
+        allowed, remaining, reset_ms, retry_ms = (int(v) for v in result)
+        decision = Decision(
+            allowed=bool(allowed),
+            limit=spec.limit,
+            remaining=remaining,
+            reset_after=reset_ms / 1000,
+            retry_after=retry_ms / 1000,
+        )
+        if not decision.allowed:
+            metrics.REJECTIONS.labels(f"rate_limit:{rule}").inc()
+            raise errors.RateLimited(
+                f"Too many requests ({spec.limit} per {spec.period:g} s); try again later.",
+                retry_after=decision.retry_after,
+                headers=decision.headers(),
+            )
+        return decision
