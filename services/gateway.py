@@ -8,8 +8,9 @@ The SDK is blocking, so every call runs on a worker thread. Each call goes throu
    ``pool_wait`` before answering 503, so a slow upstream can never queue work without bound;
 3. runs the call with ``anyio.to_thread.run_sync`` under an await-level deadline (504);
 4. inside the thread, the injected ``httpx.Client`` (HTTP/1.1, pool sized to the bulkhead)
-   goes through ``DeadlineTransport``, which shrinks every socket timeout to the time left
-   and aborts a response that trickles in past the deadline, so the thread ends on its own;
+   runs over ``DeadlineBackend``, which cuts every socket connect, read and write to the
+   time left, so even a response that trickles in byte by byte ends with the deadline and
+   the thread ends on its own;
 5. retries transport failures and 502/503/504 with jittered backoff, only within the
    deadline, and only where a repeat is harmless;
 6. maps SDK exceptions to ``services.errors`` exactly once.
@@ -27,14 +28,16 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import httpcore
 import httpx
 import structlog
 from supabase_auth import SyncGoTrueAdminAPI, SyncGoTrueClient
@@ -123,66 +126,107 @@ def user_dict(user: User) -> dict[str, Any]:
     return user.model_dump(mode="json", exclude_none=True)
 
 
-class DeadlineStream(httpx.SyncByteStream):
-    """Ends a response body that keeps trickling in after the call's deadline."""
+def _time_left(timeout: float | None) -> float:
+    """``timeout`` cut to what is left of the current call's deadline."""
+    deadline = _deadline.get(None)
+    if deadline is None:
+        return timeout if timeout is not None else float("inf")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise UpstreamDeadline("the upstream call ran out of time")
+    return remaining if timeout is None else min(timeout, remaining)
 
-    def __init__(self, inner: httpx.SyncByteStream, deadline: float) -> None:
+
+class _DeadlineSocket(httpcore.NetworkStream):
+    """Every read, write and TLS handshake gets at most the time left, so a peer that
+    trickles bytes (headers or body) cannot keep the thread past the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
-        self._deadline = deadline
 
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            if time.monotonic() > self._deadline:
-                raise UpstreamDeadline("upstream response still arriving at the deadline")
-            yield chunk
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout))
 
     def close(self) -> None:
         self._inner.close()
 
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineSocket(
+            self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout))
+        )
 
-class DeadlineTransport(httpx.BaseTransport):
-    """Fits every socket timeout of a request inside the current call's deadline."""
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
-    def __init__(self, inner: httpx.BaseTransport, timeouts: Mapping[str, float]) -> None:
-        self._inner = inner
-        self._timeouts = dict(timeouts)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = _deadline.get(None)
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamDeadline("no time left for the upstream call", request=request)
-            request.extensions["timeout"] = {
-                name: min(limit, remaining) for name, limit in self._timeouts.items()
-            }
-        response = self._inner.handle_request(request)
-        if deadline is not None:
-            assert isinstance(response.stream, httpx.SyncByteStream)
-            response.stream = DeadlineStream(response.stream, deadline)
-        return response
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's blocking socket backend, bound by the current call's deadline."""
 
-    def close(self) -> None:
-        self._inner.close()
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _time_left(timeout), local_address, socket_options
+        )
+        return _DeadlineSocket(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineSocket(
+            self._inner.connect_unix_socket(path, _time_left(timeout), socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 def build_http_client(config: GatewayConfig) -> httpx.Client:
     """The SDK's HTTP client: HTTP/1.1, a pool the size of the bulkhead, deadline-bound."""
-    timeouts = {
-        "connect": config.connect_timeout,
-        "read": config.read_timeout,
-        "write": config.read_timeout,
-        "pool": config.pool_wait + config.connect_timeout,
-    }
     limits = httpx.Limits(
         max_connections=config.pool_size,
         max_keepalive_connections=config.pool_size,
         keepalive_expiry=30.0,
     )
-    inner = httpx.HTTPTransport(limits=limits, http2=False, retries=0)
+    transport = httpx.HTTPTransport(limits=limits, http2=False, retries=0)
+    # httpx takes no network backend, so its pool is rebuilt with the same limits over the
+    # deadline-bound backend (httpcore's pool and backend are public API).
+    transport._pool = httpcore.ConnectionPool(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        retries=0,
+        network_backend=DeadlineBackend(),
+    )
     return httpx.Client(
-        transport=DeadlineTransport(inner, timeouts),
-        timeout=httpx.Timeout(**timeouts),
+        transport=transport,
+        timeout=httpx.Timeout(
+            connect=config.connect_timeout,
+            read=config.read_timeout,
+            write=config.read_timeout,
+            pool=config.pool_wait + config.connect_timeout,
+        ),
         follow_redirects=False,
     )
 
@@ -318,8 +362,16 @@ class SupabaseGateway:
         """GET /health on the upstream, through the same bulkhead and breaker."""
 
         def call() -> dict[str, Any]:
-            response = self.http_client.get(f"{self.config.url}/health")
-            response.raise_for_status()
+            # Raw httpx errors are raised as the SDK would, so they take the same
+            # retry and mapping path as every other call.
+            try:
+                response = self.http_client.get(f"{self.config.url}/health")
+                response.raise_for_status()
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                raise AuthRetryableError(f"health answered {status}", status) from exc
+            except httpx.RequestError as exc:
+                raise AuthRetryableError(str(exc), 0) from exc
             body: dict[str, Any] = response.json()
             return body
 
