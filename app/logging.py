@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -24,24 +25,44 @@ _SECRET_KEYS = frozenset(
 )
 
 
+# JWTs (access tokens, Supabase API keys) and bearer credentials inside any text value,
+# such as an exception message that quotes a request.
+_SECRET_TEXT = re.compile(
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{16,}"
+    r"|sb_(?:secret|publishable)_[A-Za-z0-9_-]{8,}"
+)
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
         if name.lower() in _SECRET_KEYS:
             event[name] = "[redacted]"
+        elif isinstance(event[name], str):
+            event[name] = _SECRET_TEXT.sub("[redacted]", event[name])
     return event
+
+
+# Third-party loggers that are noisy below WARNING and add nothing an operator needs.
+_QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "asyncio", "multipart")
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    _route_stdlib_logging(level, shared, renderer)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             _redact,
             structlog.processors.format_exc_info,
+            _redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -50,3 +71,30 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+
+
+def _route_stdlib_logging(
+    level: str, shared: list[structlog.types.Processor], renderer: structlog.types.Processor
+) -> None:
+    """uvicorn's own lines (start-up, shutdown, errors) as the same JSON, request id included."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact,
+            structlog.processors.format_exc_info,
+            _redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_supaguard", False):
+            root.removeHandler(old)
+    handler._supaguard = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

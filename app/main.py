@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -14,12 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from app import problems
+from app import health, problems
 from app.authz import AuthzMiddleware
+from app.authz.layers import RateLimit, ResponseHeaders
 from app.logging import configure_logging
 from app.middleware import MetricsMiddleware, ProxyFitMiddleware, RequestIdMiddleware
+from app.openapi import openapi_endpoint
 from app.policy import POLICIES
-from app.routes import auth
+from app.routes import admin, auth
 from app.settings import Settings
 from app.state import open_services
 from services import errors
@@ -31,13 +34,21 @@ Endpoint = Callable[[Request], Any]
 def guarded(path: str, endpoint: Endpoint, *, name: str, methods: list[str]) -> Route:
     """A route whose policy comes from ``POLICIES[name]``; every route must have one."""
     layers = POLICIES[name]
-    middleware = [Middleware(AuthzMiddleware, layers=layers)] if layers else None
-    return Route(path, endpoint, name=name, methods=methods, middleware=middleware)
+    middleware = [Middleware(AuthzMiddleware, layers=layers)] if layers else []
+    if any(isinstance(layer, RateLimit) for layer in layers):
+        middleware.insert(0, Middleware(ResponseHeaders))
+    return Route(path, endpoint, name=name, methods=methods, middleware=middleware or None)
 
 
 async def live(request: Request) -> Response:
     """Answers from the event loop alone: if this is slow, the loop is blocked."""
     return JSONResponse({"status": "ok"})
+
+
+async def handle_service_error(request: Request, exc: Exception) -> Response:
+    """The problem response, counting requests refused by a limit (sg_rejections_total)."""
+    health.count_rejection(exc)
+    return await problems.handle_service_error(request, exc)
 
 
 def api_routes() -> list[BaseRoute]:
@@ -54,9 +65,34 @@ def api_routes() -> list[BaseRoute]:
     ]
 
 
+def admin_routes() -> list[BaseRoute]:
+    user = "/users/{user_id}"
+    return [
+        guarded("/users", admin.list_users, name="admin:users", methods=["GET"]),
+        guarded(user, admin.get_user, name="admin:user", methods=["GET"]),
+        guarded(f"{user}/ban", admin.ban_user, name="admin:ban", methods=["POST"]),
+        guarded(f"{user}/unban", admin.unban_user, name="admin:unban", methods=["POST"]),
+        guarded(f"{user}/roles", admin.set_roles, name="admin:roles", methods=["PUT"]),
+        guarded(
+            f"{user}/sessions/revoke",
+            admin.revoke_sessions,
+            name="admin:revoke_sessions",
+            methods=["POST"],
+        ),
+        guarded(f"{user}/unlock", admin.unlock_user, name="admin:unlock", methods=["POST"]),
+    ]
+
+
 def create_app(
-    settings: Settings, *, guard: LoginGuard | None = None, configure_logs: bool = True
+    settings: Settings | None = None,
+    *,
+    guard: LoginGuard | None = None,
+    configure_logs: bool = True,
 ) -> Starlette:
+    """Build the app; without ``settings`` they are read from the environment, so
+    ``uvicorn --factory app.main:create_app`` works."""
+    if settings is None:
+        settings = Settings.from_environ(os.environ)
     if configure_logs:
         configure_logging(level=settings.log_level, json=settings.log_json)
 
@@ -68,7 +104,23 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/health/live", live, name="health:live", methods=["GET"]),
+        Route("/health/ready", health.ready, name="health:ready", methods=["GET"]),
+        Route("/metrics", health.metrics_endpoint, name="metrics", methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, name="openapi", methods=["GET"]),
         Mount("/api/v1/auth", routes=api_routes()),
+        Mount("/api/v1/admin", routes=admin_routes()),
+        guarded(
+            "/api/v1/users/{user_id}/sessions",
+            admin.user_sessions,
+            name="users:sessions",
+            methods=["GET"],
+        ),
+        guarded(
+            "/api/v1/internal/users/{user_id}/status",
+            admin.user_status,
+            name="internal:user_status",
+            methods=["GET"],
+        ),
     ]
     middleware = [
         Middleware(ProxyFitMiddleware, trusted=settings.trusted_proxies),
@@ -81,7 +133,7 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_credentials=True,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                 expose_headers=[
                     "X-Request-ID",
@@ -97,11 +149,12 @@ def create_app(
         routes=routes,
         middleware=middleware,
         exception_handlers={
-            errors.AuthServiceError: problems.handle_service_error,
+            errors.AuthServiceError: handle_service_error,
             HTTPException: problems.handle_http_exception,
             Exception: problems.handle_unexpected,
         },
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.upstream_probe = health.UpstreamProbe()
     return app

@@ -40,10 +40,11 @@ class RequestIdMiddleware:
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+        await self.app(scope, receive, send_with_id)
+        # Only on a normal return: an exception still has to reach the outermost error
+        # handler, whose log line must carry the id too. uvicorn runs each request in its
+        # own task (its own context), so nothing leaks into the next request.
+        structlog.contextvars.unbind_contextvars("request_id")
 
 
 def _incoming_id(scope: Scope) -> str | None:
@@ -91,8 +92,13 @@ class ProxyFitMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-forwarded-prefix":
                 prefix = value.decode("latin-1").strip().rstrip("/")
-                if prefix.startswith("/"):
+                if prefix.startswith("/") and prefix.isprintable():
+                    # ASGI: ``path`` includes ``root_path``; Starlette routes on the rest.
+                    # Kong stripped the prefix, so put it back in front of both.
                     scope["root_path"] = scope.get("root_path", "") + prefix
+                    scope["path"] = prefix + scope["path"]
+                    if scope.get("raw_path") is not None:
+                        scope["raw_path"] = prefix.encode("latin-1") + scope["raw_path"]
                 break
         await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
 

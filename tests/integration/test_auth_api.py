@@ -26,7 +26,9 @@ async def register(
     )
 
 
-async def login(client: httpx.AsyncClient, email: str, password: str = TEST_PASSWORD) -> dict[str, Any]:
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = TEST_PASSWORD
+) -> dict[str, Any]:
     response = await client.post(f"{AUTH}/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -46,7 +48,14 @@ async def test_register_login_me_refresh_logout(client: httpx.AsyncClient) -> No
     assert created.json()["session"]["token_type"] == "bearer"
 
     tokens = await login(client, email)
-    assert set(tokens) >= {"access_token", "token_type", "expires_in", "expires_at", "refresh_token", "user"}
+    assert set(tokens) >= {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "expires_at",
+        "refresh_token",
+        "user",
+    }
     assert tokens["token_type"] == "bearer"
     me = await client.get(f"{AUTH}/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200, me.text
@@ -56,7 +65,9 @@ async def test_register_login_me_refresh_logout(client: httpx.AsyncClient) -> No
     assert me.json()["aal"] == "aal1"
     assert me.json()["roles"] == []
 
-    refreshed = await client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]})
+    refreshed = await client.post(
+        f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
     assert refreshed.status_code == 200, refreshed.text
     new_access = refreshed.json()["access_token"]
     assert refreshed.json()["refresh_token"] != tokens["refresh_token"]
@@ -68,7 +79,9 @@ async def test_register_login_me_refresh_logout(client: httpx.AsyncClient) -> No
     assert after.json()["code"] == "session_revoked"
 
 
-async def test_register_existing_email_is_409(client: httpx.AsyncClient, localauth: LocalAuth) -> None:
+async def test_register_existing_email_is_409(
+    client: httpx.AsyncClient, localauth: LocalAuth
+) -> None:
     """An address registered long ago (not a retry) gets 409, not a second account."""
     email = new_email()
     create_user(localauth, email, "Other-password-1")
@@ -78,7 +91,9 @@ async def test_register_existing_email_is_409(client: httpx.AsyncClient, localau
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_register_retry_is_idempotent(client: httpx.AsyncClient, localauth: LocalAuth) -> None:
+async def test_register_retry_is_idempotent(
+    client: httpx.AsyncClient, localauth: LocalAuth
+) -> None:
     """A client retrying an identical registration gets 201 for the same user, not a duplicate."""
     email = new_email()
     first = await register(client, email)
@@ -88,7 +103,9 @@ async def test_register_retry_is_idempotent(client: httpx.AsyncClient, localauth
     assert count_users_with_email(localauth, email) == 1
 
 
-async def test_register_double_click_creates_one_user(client: httpx.AsyncClient, localauth: LocalAuth) -> None:
+async def test_register_double_click_creates_one_user(
+    client: httpx.AsyncClient, localauth: LocalAuth
+) -> None:
     """Identical registrations in flight at once create exactly one user."""
     email = new_email()
     answers: list[httpx.Response] = []
@@ -114,9 +131,16 @@ async def test_register_retry_with_other_password_is_409(client: httpx.AsyncClie
 
 @pytest.mark.parametrize(
     ("password", "reason"),
-    [("Short-1", "length"), ("alllowercase-1", "uppercase"), ("ALLUPPER-1", "lowercase"), ("No-Digits-Here", "digit")],
+    [
+        ("Short-1", "length"),
+        ("alllowercase-1", "uppercase"),
+        ("ALLUPPER-1", "lowercase"),
+        ("No-Digits-Here", "digit"),
+    ],
 )
-async def test_register_weak_password_is_422(client: httpx.AsyncClient, password: str, reason: str) -> None:
+async def test_register_weak_password_is_422(
+    client: httpx.AsyncClient, password: str, reason: str
+) -> None:
     """The password policy is enforced here, since the Admin API checks none."""
     response = await register(client, password=password)
     assert response.status_code == 422
@@ -146,8 +170,12 @@ async def test_login_wrong_password_and_unknown_user_are_401(client: httpx.Async
     """Wrong credentials look the same whether or not the account exists."""
     email = new_email()
     assert (await register(client, email)).status_code == 201
-    wrong = await client.post(f"{AUTH}/login", json={"email": email, "password": "Wrong-password-1"})
-    unknown = await client.post(f"{AUTH}/login", json={"email": new_email(), "password": TEST_PASSWORD})
+    wrong = await client.post(
+        f"{AUTH}/login", json={"email": email, "password": "Wrong-password-1"}
+    )
+    unknown = await client.post(
+        f"{AUTH}/login", json={"email": new_email(), "password": TEST_PASSWORD}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json()["code"] == unknown.json()["code"] == "invalid_credentials"
     assert wrong.json()["detail"] == unknown.json()["detail"]
@@ -178,7 +206,9 @@ async def test_concurrent_refresh_gets_one_pair(client: httpx.AsyncClient) -> No
     results: list[httpx.Response] = []
 
     async def refresh() -> None:
-        results.append(await client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]}))
+        results.append(
+            await client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]})
+        )
 
     async with anyio.create_task_group() as tg:
         for _ in range(5):
@@ -206,7 +236,9 @@ async def test_refresh_replay_after_grace_ends_session(
     # The whole session is gone: the newest tokens no longer work either.
     me = await client.get(f"{AUTH}/me", headers=bearer(first.json()["access_token"]))
     assert me.status_code == 401
-    newest = await client.post(f"{AUTH}/refresh", json={"refresh_token": first.json()["refresh_token"]})
+    newest = await client.post(
+        f"{AUTH}/refresh", json={"refresh_token": first.json()["refresh_token"]}
+    )
     assert newest.status_code == 401
 
 
@@ -228,13 +260,25 @@ async def test_logout_scopes(client: httpx.AsyncClient) -> None:
         response = await client.get(f"{AUTH}/me", headers=bearer(tokens["access_token"]))
         return response.status_code == 200
 
-    assert (await client.post(f"{AUTH}/logout", headers=bearer(a["access_token"]), json={"scope": "others"})).status_code == 204
+    assert (
+        await client.post(
+            f"{AUTH}/logout", headers=bearer(a["access_token"]), json={"scope": "others"}
+        )
+    ).status_code == 204
     assert [await alive(t) for t in (a, b, c)] == [True, False, False]
     d = await login(client, email)
-    assert (await client.post(f"{AUTH}/logout", headers=bearer(d["access_token"]), json={"scope": "local"})).status_code == 204
+    assert (
+        await client.post(
+            f"{AUTH}/logout", headers=bearer(d["access_token"]), json={"scope": "local"}
+        )
+    ).status_code == 204
     assert [await alive(t) for t in (a, d)] == [True, False]
     e = await login(client, email)
-    assert (await client.post(f"{AUTH}/logout", headers=bearer(e["access_token"]), json={"scope": "global"})).status_code == 204
+    assert (
+        await client.post(
+            f"{AUTH}/logout", headers=bearer(e["access_token"]), json={"scope": "global"}
+        )
+    ).status_code == 204
     assert [await alive(t) for t in (a, e)] == [False, False]
     refused = await client.post(f"{AUTH}/refresh", json={"refresh_token": a["refresh_token"]})
     assert refused.status_code == 401
@@ -245,7 +289,9 @@ async def test_logout_rejects_unknown_scope(client: httpx.AsyncClient) -> None:
     email = new_email()
     assert (await register(client, email)).status_code == 201
     tokens = await login(client, email)
-    response = await client.post(f"{AUTH}/logout", headers=bearer(tokens["access_token"]), json={"scope": "all"})
+    response = await client.post(
+        f"{AUTH}/logout", headers=bearer(tokens["access_token"]), json={"scope": "all"}
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "scope"
 
@@ -282,13 +328,23 @@ async def test_sessions_list_and_delete(client: httpx.AsyncClient) -> None:
         f"{AUTH}/sessions/{me_first['session_id']}", headers=bearer(second["access_token"])
     )
     assert deleted.status_code == 204
-    assert (await client.get(f"{AUTH}/me", headers=bearer(first["access_token"]))).status_code == 401
+    assert (
+        await client.get(f"{AUTH}/me", headers=bearer(first["access_token"]))
+    ).status_code == 401
 
     other = await register(client)
     other_tokens = other.json()["session"]
-    other_sid = (await client.get(f"{AUTH}/me", headers=bearer(other_tokens["access_token"]))).json()["session_id"]
-    stolen = await client.delete(f"{AUTH}/sessions/{other_sid}", headers=bearer(second["access_token"]))
+    other_sid = (
+        await client.get(f"{AUTH}/me", headers=bearer(other_tokens["access_token"]))
+    ).json()["session_id"]
+    stolen = await client.delete(
+        f"{AUTH}/sessions/{other_sid}", headers=bearer(second["access_token"])
+    )
     assert stolen.status_code == 404
-    assert (await client.get(f"{AUTH}/me", headers=bearer(other_tokens["access_token"]))).status_code == 200
-    unknown = await client.delete(f"{AUTH}/sessions/no-such-session", headers=bearer(second["access_token"]))
+    assert (
+        await client.get(f"{AUTH}/me", headers=bearer(other_tokens["access_token"]))
+    ).status_code == 200
+    unknown = await client.delete(
+        f"{AUTH}/sessions/no-such-session", headers=bearer(second["access_token"])
+    )
     assert unknown.status_code == 404

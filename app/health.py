@@ -1,0 +1,212 @@
+"""Readiness (``/health/ready``) and Prometheus metrics (``/metrics``).
+
+``/health/ready`` is what Railway's deploy gate and Kong's active health checks poll, every
+few seconds per Kong node, so it must be cheap and bounded:
+
+* every check runs concurrently and has its own short cap, so the whole answer comes back
+  within ``READY_CAP_SECONDS`` (well inside Kong's active-check ``timeout``);
+* the upstream probe goes through the gateway (bulkhead and breaker included), and its
+  result is shared for ``UPSTREAM_PROBE_TTL`` seconds, so N Kong nodes polling at once cost
+  at most one upstream call per second;
+* the body names each check, its state and latency, and never a URL, key or token.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services import errors, metrics
+from services.breaker import BreakerState
+
+log = structlog.get_logger("app.health")
+
+READY_CAP_SECONDS = 2.0
+UPSTREAM_PROBE_TTL = 1.0
+
+
+@dataclass
+class Check:
+    ok: bool
+    state: str
+    latency_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "state": self.state, "latency_ms": self.latency_ms, **self.extra}
+
+
+class UpstreamProbe:
+    """One upstream health call at a time, its result shared for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = UPSTREAM_PROBE_TTL) -> None:
+        self.ttl = ttl
+        self._lock = anyio.Lock()
+        self._result: Check | None = None
+        self._at = 0.0
+
+    async def check(self, gateway: Any, cap: float) -> Check:
+        async with self._lock:
+            if self._result is not None and time.monotonic() - self._at < self.ttl:
+                return self._result
+            self._result = await _probe_upstream(gateway, cap)
+            self._at = time.monotonic()
+            return self._result
+
+
+async def _probe_upstream(gateway: Any, cap: float) -> Check:
+    started = time.perf_counter()
+    state = "reachable"
+    ok = False
+    try:
+        with anyio.fail_after(cap):
+            await gateway.health()
+        ok = True
+    except TimeoutError:
+        state = "timeout"
+    except errors.CircuitOpen:
+        state = "breaker_open"
+    except errors.PoolExhausted:
+        state = "pool_exhausted"
+    except errors.DeadlineExceeded:
+        state = "timeout"
+    except errors.UpstreamMisconfigured:
+        state = "rejected_key"
+    except errors.AuthServiceError as exc:
+        state = exc.code
+    return Check(ok=ok, state=state, latency_ms=_ms(started))
+
+
+async def _check_redis(services: Any, cap: float) -> Check:
+    started = time.perf_counter()
+    try:
+        with anyio.fail_after(cap):
+            await services.redis.ping()
+    except TimeoutError:
+        return Check(ok=False, state="timeout", latency_ms=_ms(started))
+    except Exception as exc:  # Redis or socket failure: readiness reports, never raises.
+        metrics.REDIS_ERRORS.labels("ping").inc()
+        log.warning("redis_unavailable", operation="ping", error=type(exc).__name__)
+        return Check(ok=False, state="unreachable", latency_ms=_ms(started))
+    return Check(ok=True, state="ok", latency_ms=_ms(started))
+
+
+async def _check_jwks(services: Any, cap: float) -> Check:
+    started = time.perf_counter()
+    verifier = services.verifier
+    if not verifier.jwks_loaded:
+        # Not forced: refresh_keys itself limits fetches to one per refresh interval.
+        with anyio.move_on_after(cap):
+            try:
+                await verifier.refresh_keys()
+            except Exception as exc:  # Reported below as not loaded.
+                log.warning("jwks_unavailable", error=type(exc).__name__)
+    keys = len(verifier.key_ids)
+    hs256 = services.settings.supabase_jwt_secret is not None
+    if verifier.jwks_loaded and (keys or hs256):
+        return Check(ok=True, state="loaded", latency_ms=_ms(started), extra={"keys": keys})
+    if hs256:
+        return Check(ok=True, state="hs256_only", latency_ms=_ms(started), extra={"keys": keys})
+    return Check(ok=False, state="not_loaded", latency_ms=_ms(started), extra={"keys": keys})
+
+
+def _check_breaker(services: Any) -> Check:
+    breaker = services.gateway.breaker
+    state = breaker.state
+    extra: dict[str, Any] = {}
+    if state is BreakerState.OPEN:
+        extra["retry_after_s"] = round(breaker.retry_after(), 1)
+    return Check(ok=state is not BreakerState.OPEN, state=state.name.lower(), extra=extra)
+
+
+def _check_pool(services: Any) -> Check:
+    limiter = services.gateway.limiter
+    in_use = int(limiter.borrowed_tokens)
+    size = int(limiter.total_tokens)
+    waiting = limiter.statistics().tasks_waiting
+    saturated = in_use >= size and waiting > 0
+    return Check(
+        ok=not saturated,
+        state="saturated" if saturated else "ok",
+        extra={"in_use": in_use, "size": size, "waiting": waiting},
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def ready(request: Request) -> Response:
+    """200 when this instance can serve logins; 503 naming what is wrong otherwise."""
+    services = request.app.state.services
+    probe: UpstreamProbe = request.app.state.upstream_probe
+    settings = services.settings
+    redis_cap = min(READY_CAP_SECONDS, max(settings.redis_timeout_seconds, 0.1))
+    results: dict[str, Check] = {}
+
+    async def run(name: str, coro: Any) -> None:
+        results[name] = await coro
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "redis", _check_redis(services, redis_cap))
+        tg.start_soon(run, "supabase_auth", probe.check(services.gateway, READY_CAP_SECONDS))
+        tg.start_soon(run, "jwks", _check_jwks(services, READY_CAP_SECONDS))
+    results["breaker"] = _check_breaker(services)
+    results["thread_pool"] = _check_pool(services)
+    ok = all(check.ok for check in results.values())
+    order = ("redis", "supabase_auth", "jwks", "breaker", "thread_pool")
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "checks": {name: results[name].to_json() for name in order},
+    }
+    if not ok:
+        failing = [name for name in order if not results[name].ok]
+        log.warning("not_ready", failing=failing)
+    return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+def refresh_gauges(services: Any) -> None:
+    """Gauges read at scrape time, so a time-based breaker change is never stale."""
+    gateway = services.gateway
+    metrics.BREAKER_STATE.set(int(gateway.breaker.state))
+    metrics.POOL_SIZE.set(gateway.limiter.total_tokens)
+    metrics.POOL_IN_USE.set(gateway.limiter.borrowed_tokens)
+    metrics.POOL_WAITING.set(gateway.limiter.statistics().tasks_waiting)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text format; per process unless ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        refresh_gauges(services)
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# Rate-limit and lockout rejections are counted where they are decided (services.ratelimit,
+# services.lockout); these are the refusals no other code counts.
+_REJECTION_CLASSES: tuple[type[errors.AuthServiceError], ...] = (
+    errors.UpstreamRateLimited,
+    errors.PoolExhausted,
+    errors.CircuitOpen,
+    errors.PayloadTooLarge,
+)
+
+
+def count_rejection(exc: BaseException) -> None:
+    """Feeds ``sg_rejections_total`` for load shedding (bulkhead, breaker, body size)."""
+    if isinstance(exc, _REJECTION_CLASSES):
+        metrics.REJECTIONS.labels(f"shed:{exc.code}").inc()
