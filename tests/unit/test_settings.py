@@ -52,13 +52,19 @@ def test_malformed_setting_is_named(name: str, value: str) -> None:
 def test_timeouts_must_fit_the_deadline() -> None:
     """Socket timeouts longer than the call deadline are refused at start."""
     with pytest.raises(ConfigurationError, match="UPSTREAM_READ_TIMEOUT_SECONDS"):
-        Settings.from_environ({**GOOD, "UPSTREAM_DEADLINE_SECONDS": "2", "UPSTREAM_READ_TIMEOUT_SECONDS": "3"})
+        Settings.from_environ(
+            {**GOOD, "UPSTREAM_DEADLINE_SECONDS": "2", "UPSTREAM_READ_TIMEOUT_SECONDS": "3"}
+        )
 
 
 def test_lists_are_comma_separated() -> None:
     """CORS origins and trusted proxies are comma-separated lists."""
     settings = Settings.from_environ(
-        {**GOOD, "CORS_ORIGINS": "https://a.example, https://b.example", "TRUSTED_PROXIES": "10.0.0.0/8,::1/128"}
+        {
+            **GOOD,
+            "CORS_ORIGINS": "https://a.example, https://b.example",
+            "TRUSTED_PROXIES": "10.0.0.0/8,::1/128",
+        }
     )
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
@@ -69,7 +75,12 @@ def test_python_m_app_refuses_to_start_without_settings() -> None:
     """`python -m app` with no Supabase settings exits 2 naming each missing variable."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     result = subprocess.run(
-        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=50, check=False
+        [sys.executable, "-m", "app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
     )
     assert result.returncode == 2
     for name in GOOD:
