@@ -193,7 +193,9 @@ async def metrics_endpoint(request: Request) -> Response:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # The process collector reads /proc files: off the loop, as all file I/O here.
+    body = await anyio.to_thread.run_sync(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 # Rate-limit and lockout rejections are counted where they are decided (services.ratelimit,
