@@ -1,0 +1,445 @@
+"""The Supabase gateway: bulkhead, deadlines, retries, error mapping and the breaker.
+
+Rare upstream answers come from an ``httpx.MockTransport``; timeouts that need a real
+socket (the deadline-bound socket backend of ``build_http_client``) use the ``FaultProxy``
+in front of a real localauth. Every wait is bounded: blocked handlers wait on a
+``threading.Event`` with a timeout, and polls give up after a few seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from services import errors
+from services.breaker import BreakerState
+from services.gateway import GatewayConfig, SupabaseGateway
+from tests.support.faultproxy import FaultProxy, Mode
+from tests.support.localauth import LocalAuth
+
+pytestmark = pytest.mark.anyio
+
+UPSTREAM = "http://upstream.test/auth/v1"
+API = {"X-Supabase-Api-Version": "2024-01-01"}
+USER = {
+    "id": "11111111-1111-4111-8111-111111111111",
+    "aud": "authenticated",
+    "role": "authenticated",
+    "email": "someone@example.com",
+    "app_metadata": {},
+    "user_metadata": {},
+    "created_at": "2024-01-01T00:00:00Z",
+}
+SESSION = {
+    "access_token": "header.payload.signature",
+    "refresh_token": "refresh-token",
+    "expires_in": 3600,
+    "expires_at": 2_000_000_000,
+    "token_type": "bearer",
+    "user": USER,
+}
+# The longest a blocked handler may wait: a failing test must still end.
+BLOCK_LIMIT = 10.0
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Upstream:
+    """A MockTransport handler that counts calls and answers from a script."""
+
+    def __init__(self, *answers: httpx.Response | Exception | Handler) -> None:
+        self.answers = list(answers)
+        self.calls: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        if callable(answer):
+            return answer(request)
+        return answer
+
+
+def config(**overrides: Any) -> GatewayConfig:
+    values: dict[str, Any] = {
+        "url": UPSTREAM,
+        "anon_key": "anon",
+        "service_role_key": "service",
+        "pool_size": 2,
+        "pool_wait": 0.2,
+        "deadline": 1.0,
+        "connect_timeout": 0.5,
+        "read_timeout": 0.8,
+        "max_attempts": 3,
+        "breaker_failure_threshold": 5,
+        "breaker_open_seconds": 30.0,
+    }
+    values.update(overrides)
+    return GatewayConfig(**values)
+
+
+def mock_gateway(handler: Handler, **overrides: Any) -> SupabaseGateway:
+    """A gateway whose upstream is ``handler`` (no sockets)."""
+    return SupabaseGateway(
+        config(**overrides), http_client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+
+
+def api_error(status: int, code: str, **extra: Any) -> httpx.Response:
+    return httpx.Response(status, json={"code": code, "message": code, **extra}, headers=API)
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> bool:
+    """Poll ``predicate`` on the loop until it holds, for at most ``within`` seconds."""
+    with anyio.move_on_after(within):
+        while not predicate():
+            await anyio.sleep(0.01)
+    return predicate()
+
+
+def blocking(release: threading.Event, entered: threading.Event) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        release.wait(BLOCK_LIMIT)
+        return httpx.Response(200, json={"status": "ok"})
+
+    return handler
+
+
+# -- bulkhead -------------------------------------------------------------------------
+
+
+async def test_slot_is_held_until_an_abandoned_thread_really_ends() -> None:
+    """A call cut off by the deadline answers 504; its slot stays taken until its thread ends."""
+    release, entered = threading.Event(), threading.Event()
+    gateway = mock_gateway(blocking(release, entered), deadline=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.DeadlineExceeded) as caught:
+            await gateway.health()
+        assert caught.value.status == 504
+        assert time.monotonic() - started < 0.5 + 0.3
+        assert entered.is_set()
+        # The thread is still blocked in the upstream call: its slot is not free.
+        await anyio.sleep(0.1)
+        assert gateway.limiter.borrowed_tokens == 1
+        release.set()
+        assert await eventually(lambda: gateway.limiter.borrowed_tokens == 0)
+    finally:
+        release.set()
+        gateway.close()
+
+
+async def test_call_cancelled_before_its_thread_started_releases_its_slot() -> None:
+    """A call cancelled while still queued for a thread frees its slot, and its work never runs."""
+    upstream = Upstream(httpx.Response(200, json={"status": "ok"}))
+    gateway = mock_gateway(upstream)
+    # Hold every worker-thread token so the call queues after taking its bulkhead slot.
+    holders = [object() for _ in range(int(gateway._thread_limiter.total_tokens))]
+    for holder in holders:
+        await gateway._thread_limiter.acquire_on_behalf_of(holder)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(gateway.health)
+            assert await eventually(lambda: gateway.limiter.borrowed_tokens == 1)
+            group.cancel_scope.cancel()
+        assert gateway.limiter.borrowed_tokens == 0
+        for holder in holders:
+            gateway._thread_limiter.release_on_behalf_of(holder)
+        holders.clear()
+        await anyio.sleep(0.1)
+        assert upstream.calls == []
+        assert gateway.limiter.borrowed_tokens == 0
+        # The gateway still works afterwards.
+        assert await gateway.health() == {"status": "ok"}
+    finally:
+        for holder in holders:
+            gateway._thread_limiter.release_on_behalf_of(holder)
+        gateway.close()
+
+
+async def test_immediate_cancellation_never_leaks_a_slot() -> None:
+    """However early a call is cancelled (before, during or after the thread hop), the slot
+    comes back."""
+    upstream = Upstream(httpx.Response(200, json={"status": "ok"}))
+    gateway = mock_gateway(upstream, pool_size=1)
+    try:
+        for round_ in range(50):
+            async with anyio.create_task_group() as group:
+                group.start_soon(gateway.health)
+                for _ in range(round_ % 5):
+                    await anyio.lowlevel.checkpoint()
+                group.cancel_scope.cancel()
+            assert await eventually(lambda: gateway.limiter.borrowed_tokens == 0), round_
+        assert await gateway.health() == {"status": "ok"}
+    finally:
+        gateway.close()
+
+
+async def test_full_pool_sheds_with_503_within_pool_wait_without_a_thread() -> None:
+    """With every slot busy, the next call gets PoolExhausted (503) after pool_wait and never
+    reaches the upstream."""
+    release, entered = threading.Event(), threading.Event()
+    upstream = Upstream(blocking(release, entered))
+    gateway = mock_gateway(upstream, pool_size=1, pool_wait=0.2, deadline=5.0)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(gateway.health)
+            assert await anyio.to_thread.run_sync(entered.wait, BLOCK_LIMIT)
+            started = time.monotonic()
+            with pytest.raises(errors.PoolExhausted) as caught:
+                await gateway.health()
+            took = time.monotonic() - started
+            assert caught.value.status == 503
+            assert caught.value.retry_after
+            assert 0.15 < took < 0.2 + 0.3
+            assert len(upstream.calls) == 1
+            release.set()
+        assert gateway.limiter.borrowed_tokens == 0
+    finally:
+        release.set()
+        gateway.close()
+
+
+# -- deadlines --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(localauth: LocalAuth) -> Iterator[FaultProxy]:
+    port = int(localauth.url.rsplit(":", 1)[1])
+    with FaultProxy("127.0.0.1", port) as fault:
+        yield fault
+
+
+def proxied_gateway(localauth: LocalAuth, proxy: FaultProxy, deadline: float) -> SupabaseGateway:
+    """The production HTTP client (``build_http_client``), talking to localauth via the proxy."""
+    return SupabaseGateway(
+        config(
+            url=proxy.url + "/auth/v1",
+            anon_key=localauth.anon_key,
+            service_role_key=localauth.service_role_key,
+            deadline=deadline,
+            read_timeout=deadline * 0.9,  # would outlast the thread's deadline if not clamped
+        )
+    )
+
+
+async def test_hanging_upstream_answers_504_by_the_threads_own_timeout(
+    localauth: LocalAuth, proxy: FaultProxy
+) -> None:
+    """A real upstream that never answers gives 504 just before the deadline, and the thread
+    has already ended on its own (its socket timeout was clamped to the time left)."""
+    proxy.set_mode(Mode.HANG)
+    gateway = proxied_gateway(localauth, proxy, deadline=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.DeadlineExceeded) as caught:
+            await gateway.sign_in("someone@example.com", "Correct-Horse-9")
+        took = time.monotonic() - started
+        assert caught.value.status == 504
+        assert 0.7 < took < 1.0 + 0.3
+        # Not abandoned: the slot came back with the answer.
+        assert gateway.limiter.borrowed_tokens == 0
+        assert proxy.stats.accepted >= 1
+    finally:
+        gateway.close()
+
+
+async def test_body_trickling_past_the_deadline_is_aborted(
+    localauth: LocalAuth, proxy: FaultProxy
+) -> None:
+    """An answer that drips in a byte at a time (never idle long enough for a read timeout)
+    is cut off at the deadline with a 504, by the thread itself."""
+    proxy.set_mode(Mode.DRIP, drip_interval=0.02)
+    gateway = proxied_gateway(localauth, proxy, deadline=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.DeadlineExceeded) as caught:
+            await gateway.sign_in("someone@example.com", "Wrong-password-1")
+        took = time.monotonic() - started
+        assert caught.value.status == 504
+        assert 0.7 < took < 1.0 + 0.3
+        assert gateway.limiter.borrowed_tokens == 0
+        assert proxy.stats.forwarded_chunks >= 1  # the request reached localauth
+    finally:
+        gateway.close()
+
+
+async def test_healthy_proxy_path_works(localauth: LocalAuth, proxy: FaultProxy) -> None:
+    """Control for the two tests above: the same gateway and proxy answer normally in PASS."""
+    gateway = proxied_gateway(localauth, proxy, deadline=2.0)
+    try:
+        with pytest.raises(errors.InvalidCredentials):
+            await gateway.sign_in("nobody@example.com", "Wrong-password-1")
+        assert isinstance(await gateway.health(), dict)
+        assert gateway.limiter.borrowed_tokens == 0
+    finally:
+        gateway.close()
+
+
+# -- retries ----------------------------------------------------------------------------
+
+
+async def test_503_then_200_succeeds_after_one_retry() -> None:
+    """A retry-safe call (sign in) that meets a 503 is retried and succeeds."""
+    upstream = Upstream(
+        api_error(503, "unavailable"), httpx.Response(200, json=SESSION, headers=API)
+    )
+    gateway = mock_gateway(upstream)
+    try:
+        session = await gateway.sign_in("someone@example.com", "pw")
+        assert session.access_token == SESSION["access_token"]
+        assert len(upstream.calls) == 2
+        assert gateway.breaker.state is BreakerState.CLOSED
+    finally:
+        gateway.close()
+
+
+async def test_400_is_never_retried() -> None:
+    """A client error is the answer: one upstream call, mapped once."""
+    upstream = Upstream(api_error(400, "invalid_credentials"))
+    gateway = mock_gateway(upstream)
+    try:
+        with pytest.raises(errors.InvalidCredentials):
+            await gateway.sign_in("someone@example.com", "wrong")
+        assert len(upstream.calls) == 1
+    finally:
+        gateway.close()
+
+
+async def test_create_user_read_timeout_is_not_retried() -> None:
+    """create_user may have reached the upstream when the read timed out: no second POST."""
+    upstream = Upstream(httpx.ReadTimeout("slow"), httpx.Response(200, json=USER))
+    gateway = mock_gateway(upstream)
+    try:
+        with pytest.raises(errors.DeadlineExceeded) as caught:
+            await gateway.create_user({"email": "someone@example.com", "password": "pw"})
+        assert caught.value.status == 504
+        assert len(upstream.calls) == 1
+    finally:
+        gateway.close()
+
+
+async def test_create_user_connect_error_is_retried() -> None:
+    """A connect failure means the request never left, so even create_user is repeated."""
+    upstream = Upstream(httpx.ConnectError("refused"), httpx.Response(200, json=USER))
+    gateway = mock_gateway(upstream)
+    try:
+        user = await gateway.create_user({"email": "someone@example.com", "password": "pw"})
+        assert user["id"] == USER["id"]
+        assert len(upstream.calls) == 2
+    finally:
+        gateway.close()
+
+
+async def test_retries_stop_at_the_deadline() -> None:
+    """An upstream that keeps answering 503 is retried only while time is left: the answer
+    (503, not a hang) comes before the deadline even with a huge attempt budget."""
+    upstream = Upstream(api_error(503, "unavailable"))
+    gateway = mock_gateway(upstream, deadline=0.6, max_attempts=1000)
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.UpstreamUnavailable) as caught:
+            await gateway.sign_in("someone@example.com", "pw")
+        assert caught.value.status == 503
+        assert time.monotonic() - started < 0.6 + 0.2
+        assert 2 <= len(upstream.calls) < 100
+        assert gateway.limiter.borrowed_tokens == 0
+    finally:
+        gateway.close()
+
+
+# -- error mapping ------------------------------------------------------------------------
+
+SIGN_IN = "sign_in"
+CREATE_USER = "create_user"
+
+
+@pytest.mark.parametrize(
+    ("operation", "answer", "expected", "status"),
+    [
+        (SIGN_IN, api_error(400, "invalid_credentials"), errors.InvalidCredentials, 401),
+        (SIGN_IN, api_error(400, "email_not_confirmed"), errors.EmailNotConfirmed, 403),
+        (SIGN_IN, api_error(403, "user_banned"), errors.UserBanned, 403),
+        (CREATE_USER, api_error(422, "email_exists"), errors.EmailExists, 409),
+        (
+            CREATE_USER,
+            api_error(422, "weak_password", weak_password={"reasons": ["length"]}),
+            errors.WeakPassword,
+            422,
+        ),
+        (SIGN_IN, api_error(429, "over_request_rate_limit"), errors.UpstreamRateLimited, 429),
+        (CREATE_USER, api_error(403, "not_admin"), errors.UpstreamMisconfigured, 503),
+        (SIGN_IN, api_error(500, "unexpected_failure"), errors.UpstreamUnavailable, 503),
+        (SIGN_IN, httpx.Response(200, json={"unexpected": True}), errors.UpstreamUnavailable, 503),
+        (CREATE_USER, httpx.Response(200, text="<html>hi</html>"), errors.UpstreamUnavailable, 503),
+        (SIGN_IN, httpx.Response(404, text="404 page not found"), errors.UpstreamUnavailable, 503),
+    ],
+    ids=[
+        "invalid_credentials",
+        "email_not_confirmed",
+        "user_banned",
+        "email_exists",
+        "weak_password",
+        "over_request_rate_limit",
+        "not_admin",
+        "500",
+        "unparseable-2xx-json",
+        "non-json-2xx",
+        "plain-text-404",
+    ],
+)
+async def test_sdk_errors_map_to_service_errors(
+    operation: str, answer: httpx.Response, expected: type[errors.AuthServiceError], status: int
+) -> None:
+    """Each upstream answer becomes exactly one services.errors class, never a raw exception."""
+    upstream = Upstream(answer)
+    gateway = mock_gateway(upstream)
+    try:
+        call = (
+            gateway.sign_in("someone@example.com", "pw")
+            if operation == SIGN_IN
+            else gateway.create_user({"email": "someone@example.com", "password": "pw"})
+        )
+        with pytest.raises(errors.AuthServiceError) as caught:
+            await call
+        assert type(caught.value) is expected
+        assert caught.value.status == status
+        assert len(upstream.calls) == 1
+    finally:
+        gateway.close()
+
+
+# -- breaker ------------------------------------------------------------------------------
+
+
+async def test_breaker_opens_on_transport_failures_then_answers_without_the_transport() -> None:
+    """After N failed calls the breaker answers CircuitOpen (503 + Retry-After) at once and
+    the upstream is not called."""
+    upstream = Upstream(httpx.ConnectError("refused"))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=3, max_attempts=1)
+    try:
+        for _ in range(3):
+            with pytest.raises(errors.UpstreamUnavailable):
+                await gateway.sign_in("someone@example.com", "pw")
+        assert len(upstream.calls) == 3
+        assert gateway.breaker.state is BreakerState.OPEN
+        started = time.monotonic()
+        with pytest.raises(errors.CircuitOpen) as caught:
+            await gateway.sign_in("someone@example.com", "pw")
+        assert time.monotonic() - started < 0.05
+        assert caught.value.status == 503
+        assert caught.value.retry_after is not None
+        assert caught.value.retry_after >= 1
+        assert len(upstream.calls) == 3
+        assert gateway.limiter.borrowed_tokens == 0
+    finally:
+        gateway.close()
