@@ -142,6 +142,7 @@ class Stack:
             env={
                 "GOTRUE_MAILER_AUTOCONFIRM": "true",
                 "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
+                **(extra_env or {}),
             },
         )
         wait_http(f"http://127.0.0.1:{port}/health", process, "localauth")
