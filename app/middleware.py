@@ -1,4 +1,4 @@
-"""Pure ASGI middleware for the edge: request ids, proxy headers, metrics.
+"""Pure ASGI middleware for the edge: proxy headers, request ids, metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) because every layer here runs on the hot path.
 """
@@ -6,45 +6,19 @@ Pure ASGI (not ``BaseHTTPMiddleware``) because every layer here runs on the hot 
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
-import uuid
 from collections.abc import Sequence
 
-import structlog
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from app.logging import REQUEST_ID
 from services import metrics
 
 REQUEST_ID_HEADERS = (b"kong-request-id", b"x-kong-request-id", b"x-request-id")
 _MAX_REQUEST_ID = 128
-
-
-class RequestIdMiddleware:
-    """Takes the gateway's request id (or makes one), logs with it, and returns it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append(header)
-            await send(message)
-
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        await self.app(scope, receive, send_with_id)
-        # Only on a normal return: an exception still has to reach the outermost error
-        # handler, whose log line must carry the id too. uvicorn runs each request in its
-        # own task (its own context), so nothing leaks into the next request.
-        structlog.contextvars.unbind_contextvars("request_id")
 
 
 def _incoming_id(scope: Scope) -> str | None:
@@ -103,30 +77,60 @@ class ProxyFitMiddleware:
         await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
 
 
-class MetricsMiddleware:
-    """Request count and latency by route template (never the raw path)."""
+_Series = tuple[Counter, Histogram]
+# The method label takes client input: anything unusual is folded, so labels stay bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class EdgeMiddleware:
+    """Per request: the gateway's request id (or a new one) for logs and the response, and
+    the request count and latency by route template (never the raw path). One middleware,
+    one ``send`` wrapper: this runs on every request, the hot path included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Labelled children, looked up once per (route, method, status): ``labels()``
+        # takes a lock and builds a tuple on every call, which the hot path can skip.
+        self._series: dict[tuple[str, str, int], _Series] = {}
+
+    def _series_for(self, template: str, method: str, status: int) -> _Series:
+        key = (template, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                metrics.REQUESTS.labels(template, method, str(status)),
+                metrics.REQUEST_LATENCY.labels(template, method),
+            )
+            self._series[key] = series
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = _incoming_id(scope) or os.urandom(16).hex()
+        scope.setdefault("state", {})["request_id"] = request_id
+        # Read by the log processor; uvicorn runs each request in a task of its own, so
+        # the value never reaches another request, and it is still set when the outermost
+        # error handler logs an unexpected failure.
+        REQUEST_ID.set(request_id)
+        header = (b"x-request-id", request_id.encode())
         status = 500
 
-        async def send_and_record(message: Message) -> None:
+        async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message.setdefault("headers", []).append(header)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            metrics.REQUESTS.labels(template, method, str(status)).inc()
-            metrics.REQUEST_LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            count, latency = self._series_for(template, method, status)
+            count.inc()
+            latency.observe(time.perf_counter() - started)

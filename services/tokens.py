@@ -49,6 +49,9 @@ class Claims:
     aal: str
     email: str
     raw: dict[str, Any] = field(repr=False)
+    # Answers derived from these claims alone (e.g. the encoded /me body), computed once per
+    # token: the claims object itself is what the verified-token cache keeps.
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def app_metadata(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -51,17 +53,28 @@ async def logout(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     claims = auth_context(request).require_claims()
-    return JSONResponse(
-        {
-            "id": claims.sub,
-            "email": claims.email,
-            "roles": claims.roles,
-            "app_metadata": claims.app_metadata,
-            "user_metadata": claims.user_metadata,
-            "session_id": claims.session_id,
-            "aal": claims.aal,
-        }
-    )
+    body: bytes | None = claims.memo.get("me")
+    if body is None:
+        body = _compact_json(
+            {
+                "id": claims.sub,
+                "email": claims.email,
+                "roles": claims.roles,
+                "app_metadata": claims.app_metadata,
+                "user_metadata": claims.user_metadata,
+                "session_id": claims.session_id,
+                "aal": claims.aal,
+            }
+        )
+        claims.memo["me"] = body
+    return Response(body, media_type="application/json")
+
+
+def _compact_json(content: object) -> bytes:
+    """The bytes ``JSONResponse`` would send."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
 
 
 async def list_sessions(request: Request) -> Response:

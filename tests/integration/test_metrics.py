@@ -49,10 +49,23 @@ async def test_metrics_exports_every_metric_fed_by_a_login_flow(client: httpx.As
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     found = samples(response.text)
-    assert value(found, "sg_http_requests_total", route="/login", method="POST", status="200") >= 1
-    assert value(found, "sg_http_requests_total", route="/sessions/{session_id}", status="404") >= 1
+    assert (
+        value(
+            found, "sg_http_requests_total", route="/api/v1/auth/login", method="POST", status="200"
+        )
+        >= 1
+    )
+    assert (
+        value(
+            found,
+            "sg_http_requests_total",
+            route="/api/v1/auth/sessions/{session_id}",
+            status="404",
+        )
+        >= 1
+    )
     assert not any("nope" in lab.get("route", "") for lab, _ in found["sg_http_requests_total"])
-    assert value(found, "sg_http_request_duration_seconds_count", route="/me") >= 2
+    assert value(found, "sg_http_request_duration_seconds_count", route="/api/v1/auth/me") >= 2
     assert value(found, "sg_auth_outcomes_total", action="login", outcome="ok") >= 1
     assert value(found, "sg_auth_outcomes_total", action="login", outcome="invalid") >= 1
     assert value(found, "sg_auth_outcomes_total", action="logout", outcome="local") >= 1
