@@ -12,7 +12,7 @@ from app.main import create_app
 from app.middleware import REQUEST_ID_HEADERS
 from app.openapi import iter_routes
 from app.settings import Settings
-from tests.test_kong_config_support import kong_config, kong_keepalive_idle_timeout, kong_services
+from tests.support.kong import kong_config, kong_keepalive_idle_timeout, kong_services
 
 ENV = {
     "SUPABASE_URL": "http://127.0.0.1:1",

@@ -13,9 +13,9 @@ import httpx
 
 from tests.conftest import app_env, new_email
 from tests.support.appserver import run_app
+from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth
 from tests.support.redis_server import RedisServer
-from tests.support.tcp_proxy import tcp_proxy
 
 
 def lines(log: Path) -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
     opened/closed and redis_unavailable, each with the request id, and no secret at all."""
     password = f"Pw-{uuid.uuid4().hex}-9Z"
     secrets = {localauth.anon_key, localauth.service_role_key, localauth.jwt_secret, password}
-    with tcp_proxy(localauth.port) as proxy:
+    with FaultProxy("127.0.0.1", localauth.port) as proxy:
         env = app_env(
             localauth,
             own_redis.url,
@@ -80,20 +80,20 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
             )
             assert wrong.status_code == 401
 
-            proxy.mode = "reset"
+            proxy.set_mode(Mode.RESET)
             for _ in range(2):
                 failed = client.post(
                     "/api/v1/auth/login", json=body, headers={"Kong-Request-ID": "kong-reset-1"}
                 )
                 assert failed.status_code == 503
-            proxy.mode = "hang"
+            proxy.set_mode(Mode.HANG)
             until(
                 lambda: (
                     client.post("/api/v1/auth/login", json=body).json().get("code")
                     == "upstream_timeout"
                 )
             )
-            proxy.mode = "forward"
+            proxy.set_mode(Mode.PASS)
             until(lambda: client.post("/api/v1/auth/login", json=body).status_code == 200)
 
             own_redis.stop()

@@ -14,8 +14,8 @@ import pytest
 from app.settings import Settings
 from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
 from tests.support.appserver import run_app
+from tests.support.kong import kong_keepalive_idle_timeout, kong_services
 from tests.support.localauth import LocalAuth
-from tests.test_kong_config_support import kong_keepalive_idle_timeout, kong_services
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KONG_YML = ROOT / "kong" / "kong.yml"
 KONG_CONF = ROOT / "kong" / "kong.conf"
 
