@@ -45,8 +45,8 @@ def main() -> None:
                     "REDIS_KEY_PREFIX": "bench:",
                     "PORT": str(port),
                     "LOG_LEVEL": "warning",
-                    # One client logs in hundreds of times a minute: lift the per-IP limit (the lockout guard
-                    # stays on, as in production: it is part of what a login costs).
+                    # One client logs in hundreds of times a minute: lift the per-IP limit
+                    # (the lockout guard stays on, as in production: a login pays for it).
                     "RATE_LIMIT_ENABLED": "false",
                     "LOCKOUT_ENABLED": "false",
                 },
