@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -26,6 +27,10 @@ from starlette.responses import JSONResponse, Response
 
 from services import errors, metrics
 from services.breaker import BreakerState
+
+if TYPE_CHECKING:
+    from app.state import Services
+    from services.gateway import SupabaseGateway
 
 log = structlog.get_logger("app.health")
 
@@ -53,7 +58,7 @@ class UpstreamProbe:
         self._result: Check | None = None
         self._at = 0.0
 
-    async def check(self, gateway: Any, cap: float) -> Check:
+    async def check(self, gateway: SupabaseGateway, cap: float) -> Check:
         async with self._lock:
             if self._result is not None and time.monotonic() - self._at < self.ttl:
                 return self._result
@@ -62,7 +67,7 @@ class UpstreamProbe:
             return self._result
 
 
-async def _probe_upstream(gateway: Any, cap: float) -> Check:
+async def _probe_upstream(gateway: SupabaseGateway, cap: float) -> Check:
     started = time.perf_counter()
     state = "reachable"
     ok = False
@@ -85,7 +90,7 @@ async def _probe_upstream(gateway: Any, cap: float) -> Check:
     return Check(ok=ok, state=state, latency_ms=_ms(started))
 
 
-async def _check_redis(services: Any, cap: float) -> Check:
+async def _check_redis(services: Services, cap: float) -> Check:
     started = time.perf_counter()
     try:
         with anyio.fail_after(cap):
@@ -99,7 +104,7 @@ async def _check_redis(services: Any, cap: float) -> Check:
     return Check(ok=True, state="ok", latency_ms=_ms(started))
 
 
-async def _check_jwks(services: Any, cap: float) -> Check:
+async def _check_jwks(services: Services, cap: float) -> Check:
     started = time.perf_counter()
     verifier = services.verifier
     if not verifier.jwks_loaded:
@@ -118,7 +123,7 @@ async def _check_jwks(services: Any, cap: float) -> Check:
     return Check(ok=False, state="not_loaded", latency_ms=_ms(started), extra={"keys": keys})
 
 
-def _check_breaker(services: Any) -> Check:
+def _check_breaker(services: Services) -> Check:
     breaker = services.gateway.breaker
     state = breaker.state
     extra: dict[str, Any] = {}
@@ -127,7 +132,7 @@ def _check_breaker(services: Any) -> Check:
     return Check(ok=state is not BreakerState.OPEN, state=state.name.lower(), extra=extra)
 
 
-def _check_pool(services: Any) -> Check:
+def _check_pool(services: Services) -> Check:
     limiter = services.gateway.limiter
     in_use = int(limiter.borrowed_tokens)
     size = int(limiter.total_tokens)
@@ -152,7 +157,7 @@ async def ready(request: Request) -> Response:
     redis_cap = min(READY_CAP_SECONDS, max(settings.redis_timeout_seconds, 0.1))
     results: dict[str, Check] = {}
 
-    async def run(name: str, coro: Any) -> None:
+    async def run(name: str, coro: Awaitable[Check]) -> None:
         results[name] = await coro
 
     async with anyio.create_task_group() as tg:
@@ -173,7 +178,7 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 
-def refresh_gauges(services: Any) -> None:
+def refresh_gauges(services: Services) -> None:
     """Gauges read at scrape time, so a time-based breaker change is never stale."""
     gateway = services.gateway
     metrics.BREAKER_STATE.set(int(gateway.breaker.state))
