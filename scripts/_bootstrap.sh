@@ -5,7 +5,9 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
   if ! command -v uv >/dev/null 2>&1; then
     echo "bootstrap: installing uv with pip" >&2
-    python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+    python3 -m pip install --quiet --user uv 2>/dev/null \
+      || python3 -m pip install --quiet uv 2>/dev/null \
+      || python3 -m pip install --quiet --user --break-system-packages uv
   fi
 fi
 uv sync --frozen --quiet
