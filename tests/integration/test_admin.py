@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.integration.authz_support import (
+from tests.support.authz import (
     admin_token,
     bearer,
     login,

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.integration.authz_support import bearer, forge, signed_in, signing_key, unverified
+from tests.support.authz import bearer, forge, signed_in, signing_key, unverified
 from tests.support.localauth import LocalAuth
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from app.settings import Settings
 from services.lockout import LockoutPolicy, LoginLockout
 from tests.conftest import TEST_PASSWORD, SettingsFactory
-from tests.integration.authz_support import (
+from tests.support.authz import (
     admin_token,
     bearer,
     login,

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from app.settings import Settings
 from services.ratelimit import RateLimiter, parse_rules
 from tests.conftest import SettingsFactory
-from tests.integration.authz_support import bearer, redis_now_ms, signed_in
+from tests.support.authz import bearer, redis_now_ms, signed_in
 
 pytestmark = pytest.mark.anyio
 

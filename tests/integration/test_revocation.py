@@ -13,7 +13,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
-from tests.integration.authz_support import (
+from tests.support.authz import (
     admin_token,
     bearer,
     login,
