@@ -149,8 +149,17 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+# What decides readiness: failures of this instance (no session store, no keys, a pool that
+# stays full). Supabase being unreachable is shared by every instance, and this one still
+# serves what needs no upstream (token checks, /me, sessions, logout here): it is reported
+# as "degraded" with 200, so Kong and Railway never eject every instance at once and clients
+# keep getting the app's own JSON 503 with Retry-After for the calls that need Supabase.
+GATING = ("redis", "jwks", "thread_pool")
+
+
 async def ready(request: Request) -> Response:
-    """200 when this instance can serve logins; 503 naming what is wrong otherwise."""
+    """200 when this instance can serve (status "ready", or "degraded" when Supabase Auth is
+    unreachable or its breaker is open); 503 naming what is wrong with this instance."""
     services = request.app.state.services
     probe: UpstreamProbe = request.app.state.upstream_probe
     settings = services.settings
@@ -166,15 +175,13 @@ async def ready(request: Request) -> Response:
         tg.start_soon(run, "jwks", _check_jwks(services, READY_CAP_SECONDS))
     results["breaker"] = _check_breaker(services)
     results["thread_pool"] = _check_pool(services)
-    ok = all(check.ok for check in results.values())
     order = ("redis", "supabase_auth", "jwks", "breaker", "thread_pool")
-    body = {
-        "status": "ready" if ok else "not_ready",
-        "checks": {name: results[name].to_json() for name in order},
-    }
-    if not ok:
-        failing = [name for name in order if not results[name].ok]
-        log.warning("not_ready", failing=failing)
+    failing = [name for name in order if not results[name].ok]
+    ok = not any(name in GATING for name in failing)
+    status = "not_ready" if not ok else "degraded" if failing else "ready"
+    body = {"status": status, "checks": {name: results[name].to_json() for name in order}}
+    if failing:
+        log.warning(status, failing=failing)
     return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
 

@@ -74,7 +74,7 @@ READY: dict[str, Any] = {
     "type": "object",
     "required": ["status", "checks"],
     "properties": {
-        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "status": {"type": "string", "enum": ["ready", "degraded", "not_ready"]},
         "checks": {
             "type": "object",
             "required": ["redis", "supabase_auth", "jwks", "breaker", "thread_pool"],

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import SettingsFactory, app_env
+from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
+from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth, free_port
 from tests.support.redis_server import RedisServer
 
@@ -108,3 +109,27 @@ async def test_live_answers_without_dependencies(
     client = await running_apps(Settings.from_environ(env))
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_ready_is_degraded_not_503_when_supabase_goes_down(
+    running_apps: Callable[[Settings], Any], make_settings: SettingsFactory, localauth: LocalAuth
+) -> None:
+    """With keys loaded and Redis up, a Supabase outage keeps the instance in rotation:
+    readiness is 200 "degraded", /me keeps working, and login answers a clear 503."""
+    with FaultProxy("127.0.0.1", localauth.port) as proxy:
+        client = await running_apps(
+            make_settings(supabase_url=proxy.url, jwt_issuer=localauth.url + "/auth/v1")
+        )
+        body = {"email": new_email(), "password": TEST_PASSWORD}
+        created = await client.post("/api/v1/auth/register", json=body)
+        access = created.json()["session"]["access_token"]
+        proxy.set_mode(Mode.REFUSE)
+        response = await client.get("/health/ready")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "degraded"
+        assert response.json()["checks"]["supabase_auth"]["ok"] is False
+        me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {access}"})
+        assert me.status_code == 200
+        login = await client.post("/api/v1/auth/login", json=body)
+        assert login.status_code == 503
+        assert login.headers["retry-after"]
