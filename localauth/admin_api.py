@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import secrets
 import time
 from typing import Any
 from urllib.parse import quote
 
-from localauth.core import Core, merge_metadata
+from localauth.core import Core, metadata_columns
 from localauth.errors import ApiError
 from localauth.params import Body
 from localauth.validation import (
@@ -218,12 +217,9 @@ class AdminApi:
                 columns["role"] = role
             if aud:
                 columns["aud"] = aud
-            if user_metadata is not None:
-                merged = merge_metadata(json.loads(user["user_metadata"]), user_metadata)
-                columns["user_metadata"] = json.dumps(merged)
-            if app_metadata is not None:
-                merged = merge_metadata(json.loads(user["app_metadata"]), app_metadata)
-                columns["app_metadata"] = json.dumps(merged)
+            columns.update(
+                metadata_columns(user, user_metadata=user_metadata, app_metadata=app_metadata)
+            )
             if email and email != user["email"]:
                 taken = self.core.user_by_email(conn, email, user["aud"])
                 if taken is not None and taken["id"] != uid:

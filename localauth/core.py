@@ -24,7 +24,7 @@ from localauth.store import Database
 from localauth.tokens import new_refresh_token, session_uuid, sign_access_token, verify_jwt
 from localauth.validation import MAX_PASSWORD_BYTES, parse_uuid
 
-__all__ = ["Core", "Principal", "merge_metadata"]
+__all__ = ["Core", "Principal", "merge_metadata", "metadata_columns"]
 
 _BEARER_RE = re.compile(r"^(?:B|b)earer (\S+$)")
 
@@ -38,6 +38,20 @@ def merge_metadata(current: dict[str, Any], update: dict[str, Any]) -> dict[str,
         else:
             merged[key] = value
     return merged
+
+
+def metadata_columns(
+    user: sqlite3.Row,
+    *,
+    user_metadata: dict[str, Any] | None = None,
+    app_metadata: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The metadata columns of ``user`` an update changes, merged and serialised."""
+    columns: dict[str, str] = {}
+    for column, update in (("user_metadata", user_metadata), ("app_metadata", app_metadata)):
+        if update is not None:
+            columns[column] = json.dumps(merge_metadata(json.loads(user[column]), update))
+    return columns
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,6 @@ class ApiError(Exception):
         self.weak_password_reasons = weak_password_reasons
 
 
-def bad_request(code: str, message: str) -> ApiError:
-    return ApiError(400, code, message)
-
-
 def unexpected_failure(message: str = "") -> ApiError:
     return ApiError(
         500,

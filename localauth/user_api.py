@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from localauth.core import Core, merge_metadata
+from localauth.core import Core, merge_metadata, metadata_columns
 from localauth.errors import ApiError
 from localauth.models import is_banned, rfc3339
 from localauth.params import Body
@@ -270,12 +270,7 @@ class UserApi:
             uid = principal.user["id"]
             user = principal.user
             columns: dict[str, Any] = {}
-            if data is not None:
-                meta = merge_metadata(json.loads(user["user_metadata"]), data)
-                columns["user_metadata"] = json.dumps(meta)
-            if app_data is not None:
-                meta = merge_metadata(json.loads(user["app_metadata"]), app_data)
-                columns["app_metadata"] = json.dumps(meta)
+            columns.update(metadata_columns(user, user_metadata=data, app_metadata=app_data))
             if phone and phone != user["phone"]:
                 taken = self.core.user_by_phone(conn, phone, user["aud"])
                 if taken is not None and taken["id"] != uid:

@@ -223,11 +223,6 @@ class SessionStore:
 
     # -- the hot path ----------------------------------------------------------------
 
-    async def check(self, sid: str, uid: str, issued_at: float) -> None:
-        """Refuse a token whose session ended, whose user was banned or logged out everywhere."""
-        alive, state = await self.lookup(sid, uid)
-        self._judge(alive, state, issued_at)
-
     async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
         """Whether the session is alive, and its user's state: from the cache while it is
         trusted, else from Redis (``RedisUnavailable`` if Redis is down)."""
@@ -250,13 +245,6 @@ class SessionStore:
             self._alive.put(sid, alive)
             self._users.put(uid, state)
         return alive, state
-
-    @staticmethod
-    def _judge(alive: bool, state: UserState, issued_at: float) -> None:
-        if state.banned:
-            raise errors.UserBanned()
-        if not alive or issued_at < state.not_before:
-            raise errors.SessionRevoked()
 
     # -- writes ----------------------------------------------------------------------
 
