@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -15,7 +16,6 @@ from tests.localauth.conftest import (
     PASSWORD,
     async_admin_api,
     async_user_client,
-    unique_email,
     user_client,
 )
 from tests.support.localauth import LocalAuth
@@ -38,6 +38,13 @@ def _enrolled(client: SyncGoTrueClient, name: str = "phone app") -> tuple[str, p
     )
     assert enrolled.totp is not None
     return enrolled.id, pyotp.TOTP(enrolled.totp.secret)
+
+
+def _wrong_code(totp: pyotp.TOTP) -> str:
+    """A code outside the accepted window (the previous, current and next step)."""
+    now = time.time()
+    accepted = {totp.at(now + step) for step in (-30, 0, 30)}
+    return next(c for c in ("000000", "111111", "222222", "333333") if c not in accepted)
 
 
 def test_enroll_returns_secret_uri_and_svg_qr_code(
@@ -77,8 +84,8 @@ def test_totp_step_up_to_aal2(
     factor_id, totp = _enrolled(client)
     challenge = client.mfa.challenge({"factor_id": factor_id})
     assert challenge.factor_type == "totp"
+    bad = _wrong_code(totp)
     with pytest.raises(AuthApiError) as wrong:
-        bad = "000000" if totp.now() != "000000" else "111111"
         client.mfa.verify({"factor_id": factor_id, "challenge_id": challenge.id, "code": bad})
     assert (wrong.value.status, wrong.value.code) == (422, "mfa_verification_failed")
     verified = client.mfa.verify(
