@@ -110,9 +110,7 @@ class UserApi:
             if email:
                 user = self.flows.send_confirmation(conn, user, redirect_to, pkce)
             else:
-                user = self.core.update_user_columns(
-                    conn, user["id"], {"confirmation_sent_at": now}
-                )
+                user = self.flows.send_sms_confirmation(conn, user)
             return self.core.user_out(conn, user)
 
     def _anonymous_signup(self, data: dict[str, Any], aud: str) -> dict[str, Any]:
@@ -284,7 +282,8 @@ class UserApi:
             principal = self.core.authenticate(conn, authorization)
             uid = principal.user["id"]
             user = principal.user
-            if (email or password is not None) and self._needs_aal2(conn, principal):
+            changes_email = bool(email) and email != user["email"]
+            if (changes_email or password) and self._needs_aal2(conn, principal):
                 raise ApiError(
                     401,
                     "insufficient_aal",

@@ -180,6 +180,9 @@ def main() -> None:
         auth_port = args.localauth_port if port_free(args.localauth_port) else free_port()
         supabase = stack.localauth(auth_port)
         print(f"dev: localauth (Supabase Auth) at {supabase['SUPABASE_URL']}/auth/v1")
+        print(
+            f"dev: local mailbox (every auth email) at {supabase['SUPABASE_URL']}/mailbox/messages"
+        )
         seed_demo_user(supabase)
         app = stack.spawn(
             [sys.executable, "-m", "app"],

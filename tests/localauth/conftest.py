@@ -91,6 +91,7 @@ def mail_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAuth]
     tmp = tmp_path_factory.mktemp("localauth-mail")
     env = {
         "GOTRUE_SMTP_MAX_FREQUENCY": "0",
+        "GOTRUE_EXTERNAL_PHONE_ENABLED": "true",
         "GOTRUE_URI_ALLOW_LIST": "http://localhost:3000/**",
     }
     with run_localauth(tmp, env=env) as la:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -319,3 +320,24 @@ def test_mailbox_http_api(mail_server: LocalAuth, http: httpx.Client) -> None:
     deleted = http.request("DELETE", f"{mail_server.url}/mailbox/messages", params={"to": email})
     assert deleted.json() == {"deleted": 1}
     assert mails(mail_server, http, email) == []
+
+
+def test_phone_otp_goes_to_the_mailbox_and_verifies(
+    mail_server: LocalAuth, http: httpx.Client, mail_admin: SyncGoTrueAdminAPI
+) -> None:
+    phone = "1555" + uuid.uuid4().hex[:7].translate(str.maketrans("abcdef", "123456"))
+    client = user_client(mail_server, http)
+    client.sign_in_with_otp({"phone": "+" + phone})
+    sms = last_mail(mail_server, http, phone, "sms")
+    assert sms["link"] == ""
+    session = client.verify_otp({"phone": "+" + phone, "token": sms["otp"], "type": "sms"}).session
+    assert session is not None
+    assert session.user.phone == phone
+    assert session.user.phone_confirmed_at is not None
+    # phone signup with a password: the code arrives the same way
+    other = "1666" + phone[4:]
+    signed_up = client.sign_up({"phone": "+" + other, "password": PASSWORD})
+    assert signed_up.session is None
+    code = last_mail(mail_server, http, other, "sms")["otp"]
+    assert client.verify_otp({"phone": other, "token": code, "type": "sms"}).session
+    assert client.sign_in_with_password({"phone": other, "password": PASSWORD}).session
