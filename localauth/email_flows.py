@@ -181,10 +181,14 @@ class EmailFlows:
         data = body.mapping("data") or {}
         create = body.flag("create_user")
         create_user = True if create is None else create
-        body.text("channel")
-        pkce = Pkce.from_body(body)
+        channel = body.text("channel") or ""
         if email and phone:
             raise _invalid("Only an email address or phone number should be provided")
+        if email and channel:
+            raise _invalid("Channel should only be specified with Phone OTP")
+        pkce = Pkce.from_body(body)
+        if phone and channel not in {"", "sms", "whatsapp"}:
+            raise _invalid("Invalid channel, supported values are 'sms' or 'whatsapp'")
         if phone:
             if not s.external_phone_enabled:
                 raise ApiError(400, "phone_provider_disabled", "Unsupported phone provider")

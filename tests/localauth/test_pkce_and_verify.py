@@ -190,3 +190,90 @@ def test_mail_send_interval_is_enforced(strict_server: LocalAuth, http: httpx.Cl
         client.reset_password_for_email(email)
     assert (limited.value.status, limited.value.code) == (429, "over_email_send_rate_limit")
     assert "For security purposes, you can only request this after" in limited.value.message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "message"),
+    [
+        ("/otp", {}, 400, "validation_failed", "One of email or phone must be set"),
+        (
+            "/otp",
+            {"email": "a@example.com", "phone": "15555550100"},
+            400,
+            "validation_failed",
+            "Only an email address or phone number should be provided",
+        ),
+        (
+            "/otp",
+            {"email": "a@example.com", "channel": "sms"},
+            400,
+            "validation_failed",
+            "Channel should only be specified with Phone OTP",
+        ),
+        (
+            "/otp",
+            {"email": "not-an-address"},
+            400,
+            "validation_failed",
+            "Unable to validate email address: invalid format",
+        ),
+        ("/recover", {}, 400, "validation_failed", "Password recovery requires an email"),
+        (
+            "/resend",
+            {"type": "magiclink", "email": "a@example.com"},
+            400,
+            "validation_failed",
+            "Missing one of these types: signup, email_change, sms, phone_change",
+        ),
+        (
+            "/resend",
+            {"type": "signup"},
+            400,
+            "validation_failed",
+            "Type provided requires an email address",
+        ),
+    ],
+)
+def test_mail_endpoint_errors(
+    mail_server: LocalAuth,
+    http: httpx.Client,
+    path: str,
+    body: dict[str, str],
+    status: int,
+    code: str,
+    message: str,
+) -> None:
+    response = http.post(mail_server.url + "/auth/v1" + path, json=body)
+    assert response.status_code == status
+    assert response.headers["x-sb-error-code"] == code
+    assert response.json() == {"code": status, "error_code": code, "msg": message}
+
+
+def test_phone_otp_is_refused_while_phone_is_off(server: LocalAuth, http: httpx.Client) -> None:
+    with pytest.raises(AuthApiError) as off:
+        user_client(server, http).sign_in_with_otp({"phone": "+15555550100"})
+    assert (off.value.status, off.value.code) == (400, "phone_provider_disabled")
+
+
+def test_invite_needs_an_admin_and_a_valid_address(
+    mail_server: LocalAuth, http: httpx.Client
+) -> None:
+    email = unique_email()
+    signed_up = user_client(mail_server, http).sign_up({"email": email, "password": PASSWORD})
+    assert signed_up.user is not None
+    link = admin_api(mail_server, http).generate_link({"type": "magiclink", "email": email})
+    session = (
+        user_client(mail_server, http)
+        .verify_otp({"token_hash": link.properties.hashed_token, "type": "magiclink"})
+        .session
+    )
+    assert session is not None
+    response = http.post(
+        mail_server.url + "/invite",
+        json={"email": unique_email()},
+        headers={"Authorization": f"Bearer {session.access_token}"},
+    )
+    assert (response.status_code, response.json()["error_code"]) == (403, "not_admin")
+    with pytest.raises(AuthApiError) as bad_email:
+        admin_api(mail_server, http).invite_user_by_email("nope")
+    assert bad_email.value.code == "validation_failed"
