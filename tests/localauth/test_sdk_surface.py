@@ -181,6 +181,26 @@ async def test_async_client_mail_flows(mail_server: LocalAuth, http: httpx.Clien
         exchanged = await pkce.exchange_code_for_session({"auth_code": auth_code})
         assert exchanged.session is not None
 
+        # an implicit-flow link finished by the async client, and the alias for recovery
+        third = unique_email()
+        await client.sign_up({"email": third, "password": PASSWORD})
+        location = sync_http.get(
+            last_mail(mail_server, sync_http, third, "signup")["link"], follow_redirects=False
+        ).headers["location"]
+        browser = async_user_client(mail_server, ahttp)
+        await browser.initialize_from_url(location)
+        restored = await browser.get_session()
+        assert restored is not None
+        assert restored.user.email == third
+        await browser.reset_password_email(third)
+        assert last_mail(mail_server, sync_http, third, "recovery")["otp"]
+        persisted = AsyncGoTrueClient(
+            url=mail_server.url + "/auth/v1", http_client=ahttp, auto_refresh_token=False
+        )
+        await persisted._storage.set_item(persisted._storage_key, restored.model_dump_json())
+        await persisted.initialize()
+        assert await persisted.get_user() is not None
+
         admin = async_admin_api(mail_server, ahttp)
         invited_email = unique_email()
         invited = await admin.invite_user_by_email(invited_email)
@@ -196,3 +216,75 @@ async def test_async_client_mail_flows(mail_server: LocalAuth, http: httpx.Clien
             {"token_hash": generated.properties.hashed_token, "type": "recovery"}
         )
         assert done.session is not None
+
+
+@pytest.mark.anyio
+async def test_async_client_and_admin_core_surface(server: LocalAuth) -> None:
+    async with httpx.AsyncClient(timeout=10.0) as ahttp:
+        admin = async_admin_api(server, ahttp)
+        email = unique_email()
+        created = await admin.create_user(
+            {"email": email, "password": PASSWORD, "email_confirm": True}
+        )
+        uid = created.user.id
+        assert (await admin.get_user_by_id(uid)).user.email == email
+        assert uid in [u.id for u in await admin.list_users(page=1, per_page=50)]
+        updated = await admin.update_user_by_id(uid, {"user_metadata": {"tier": "gold"}})
+        assert updated.user.user_metadata == {"tier": "gold"}
+
+        client = async_user_client(server, ahttp)
+        events: list[str] = []
+        client.on_auth_state_change(lambda event, _s: events.append(event))
+        signed_in = await client.sign_in_with_password({"email": email, "password": PASSWORD})
+        assert signed_in.session is not None
+        assert events == ["SIGNED_IN"]
+        user = await client.get_user()
+        assert user is not None
+        assert user.user.id == uid
+        session = await client.get_session()
+        assert session is not None
+        claims = await client.get_claims()  # ES256: verified against the JWKS
+        assert claims is not None
+        assert claims["claims"]["sub"] == uid
+        refreshed = await client.refresh_session()
+        assert refreshed.session is not None
+        assert refreshed.session.refresh_token != session.refresh_token
+        other = async_user_client(server, ahttp)
+        restored = await other.set_session(
+            refreshed.session.access_token, refreshed.session.refresh_token
+        )
+        assert restored.user is not None
+        identities = (await client.get_user_identities()).identities
+        with pytest.raises(AuthApiError) as unlink:
+            await client.unlink_identity(identities[0])
+        assert unlink.value.code == "manual_linking_disabled"
+        oauth = await client.sign_in_with_oauth({"provider": "github"})
+        assert "provider=github" in oauth.url
+        with pytest.raises(AuthApiError) as anonymous:
+            await client.sign_in_anonymously()
+        assert anonymous.value.code == "anonymous_provider_disabled"
+
+        await admin.sign_out(refreshed.session.access_token, "global")
+        with pytest.raises(AuthApiError) as gone:
+            await client.get_user(refreshed.session.access_token)
+        assert gone.value.code == "session_not_found"
+        await admin.delete_user(uid)
+        with pytest.raises(AuthApiError) as deleted:
+            await admin.get_user_by_id(uid)
+        assert deleted.value.code == "user_not_found"
+
+
+@pytest.mark.anyio
+async def test_async_admin_deletes_a_factor(server: LocalAuth) -> None:
+    async with httpx.AsyncClient(timeout=10.0) as ahttp:
+        admin = async_admin_api(server, ahttp)
+        email = unique_email()
+        uid = (
+            await admin.create_user({"email": email, "password": PASSWORD, "email_confirm": True})
+        ).user.id
+        client = async_user_client(server, ahttp)
+        await client.sign_in_with_password({"email": email, "password": PASSWORD})
+        enrolled = await client.mfa.enroll({"factor_type": "totp"})
+        deleted = await admin.mfa.delete_factor({"user_id": uid, "id": enrolled.id})
+        assert deleted.id == enrolled.id
+        assert await admin.mfa.list_factors({"user_id": uid}) == []
