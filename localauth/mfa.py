@@ -15,7 +15,7 @@ import sqlite3
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pyotp
 import segno
@@ -42,6 +42,14 @@ def _svg(uri: str) -> str:
     buf = io.BytesIO()
     segno.make(uri, error="h").save(buf, kind="svg", scale=_QR_SCALE, xmldecl=False)
     return buf.getvalue().decode()
+
+
+def _otpauth_uri(issuer: str, account: str, secret: str) -> str:
+    """The key URI in pquerna/otp's form (GoTrue's library): sorted query, SHA1, 6, 30 s."""
+    query = urlencode(
+        {"algorithm": "SHA1", "digits": "6", "issuer": issuer, "period": "30", "secret": secret}
+    )
+    return f"otpauth://totp/{quote(f'{issuer}:{account}', safe=':@')}?{query}"
 
 
 def _not_found() -> ApiError:
@@ -121,8 +129,7 @@ class Mfa:
                 raise ApiError(403, "insufficient_aal", "AAL2 required to enroll a new factor")
             issuer = issuer or (urlsplit(self.settings.site_url).netloc or "localhost")
             secret = pyotp.random_base32()
-            account = user["email"] or user["phone"]
-            uri = pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=issuer)
+            uri = _otpauth_uri(issuer, user["email"] or user["phone"], secret)
             now = time.time()
             fid = str(uuid.uuid4())
             conn.execute(
@@ -238,12 +245,19 @@ class Mfa:
                 "AND factor_type = ?",
                 (uid, factor["factor_type"]),
             )
+            # GoTrue swaps the session's refresh token: the active one is revoked, a child issued
+            active = conn.execute(
+                "SELECT token FROM refresh_tokens WHERE session_id = ? AND revoked = 0 "
+                "ORDER BY id DESC LIMIT 1",
+                (session["id"],),
+            ).fetchone()
             conn.execute(
                 "UPDATE refresh_tokens SET revoked = 1, updated_at = ? "
                 "WHERE session_id = ? AND revoked = 0",
                 (now, session["id"]),
             )
-            refresh = self.core.insert_refresh_token(conn, uid, session["id"], parent=None)
+            parent = active["token"] if active is not None else None
+            refresh = self.core.insert_refresh_token(conn, uid, session["id"], parent=parent)
             session = conn.execute(
                 "SELECT * FROM sessions WHERE id = ?", (session["id"],)
             ).fetchone()

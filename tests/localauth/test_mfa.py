@@ -58,8 +58,10 @@ def test_enroll_returns_secret_uri_and_svg_qr_code(
     assert enrolled.friendly_name == "laptop"
     assert enrolled.totp is not None
     assert len(enrolled.totp.secret) == 32
-    assert enrolled.totp.uri.startswith("otpauth://totp/supaguard:")
-    assert f"secret={enrolled.totp.secret}" in enrolled.totp.uri
+    assert enrolled.totp.uri == (
+        f"otpauth://totp/supaguard:{confirmed_user[1]}?algorithm=SHA1&digits=6"
+        f"&issuer=supaguard&period=30&secret={enrolled.totp.secret}"
+    )
     # GoTrue sends raw SVG; the SDK turns it into a data URI
     assert enrolled.totp.qr_code.startswith("data:image/svg+xml;utf-8,<svg")
     factors = client.mfa.list_factors()
