@@ -17,6 +17,7 @@ from localauth.errors import ApiError
 from localauth.mailbox import Mailbox
 from localauth.mfa import Mfa
 from localauth.oauth_admin import OAuthClients
+from localauth.oidc import authorize_refusal
 from localauth.params import read_body
 from localauth.routes import Context, Handler, endpoint
 from localauth.verify import Verifier
@@ -137,6 +138,11 @@ async def identities(request: Request) -> Response:
 
     await ctx.run(check)
     raise ApiError(404, "manual_linking_disabled", "Manual linking is disabled")
+
+
+@endpoint
+async def authorize(request: Request) -> Response:
+    raise authorize_refusal(request.query_params.get("provider", ""))
 
 
 # -- MFA -----------------------------------------------------------------------------------
@@ -274,6 +280,7 @@ def extra_table() -> list[tuple[str, Handler, list[str]]]:
         ("/invite", invite, ["POST"]),
         ("/verify", verify, ["GET", "POST"]),
         ("/sso", sso, ["POST"]),
+        ("/authorize", authorize, ["GET"]),
         ("/user/identities/authorize", identities, ["GET"]),
         ("/user/identities/{identity_id}", identities, ["DELETE"]),
         ("/factors", enroll, ["POST"]),

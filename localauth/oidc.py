@@ -6,7 +6,7 @@ from __future__ import annotations
 from localauth.errors import ApiError
 from localauth.params import Body
 
-__all__ = ["id_token_refusal"]
+__all__ = ["KNOWN_PROVIDERS", "authorize_refusal", "id_token_refusal"]
 
 _ISSUERS = {
     "apple": "https://appleid.apple.com",
@@ -36,3 +36,22 @@ def id_token_refusal(body: Body) -> ApiError:
     if provider.startswith("custom:"):
         return ApiError(400, "validation_failed", "Custom OAuth providers are disabled")
     return ApiError(400, "validation_failed", f'Custom OIDC provider "{provider}" not allowed')
+
+
+# the OAuth providers GoTrue knows; localauth enables none of them
+KNOWN_PROVIDERS = frozenset(
+    {
+        "apple", "azure", "bitbucket", "discord", "facebook", "figma", "fly", "github", "gitlab",
+        "google", "kakao", "keycloak", "linkedin", "linkedin_oidc", "notion", "slack",
+        "slack_oidc", "snapchat", "spotify", "twitch", "twitter", "workos", "x", "zoom",
+    }
+)  # fmt: skip
+
+
+def authorize_refusal(provider: str) -> ApiError:
+    """``GET /authorize?provider=...``: GoTrue's answer for a disabled or unknown provider."""
+    if provider.lower() in KNOWN_PROVIDERS:
+        return ApiError(400, "validation_failed", "Unsupported provider: provider is not enabled")
+    return ApiError(
+        400, "validation_failed", f"Unsupported provider: Provider {provider} could not be found"
+    )

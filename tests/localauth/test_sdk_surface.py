@@ -73,6 +73,10 @@ def test_oauth_url_is_built_client_side(server: LocalAuth, http: httpx.Client) -
     parts = urlsplit(response.url)
     assert parts.path.endswith("/auth/v1/authorize")
     assert parse_qs(parts.query)["provider"] == ["github"]
+    # following it: no provider is enabled here
+    followed = http.get(response.url)
+    assert (followed.status_code, followed.json()["error_code"]) == (400, "validation_failed")
+    assert followed.json()["msg"] == "Unsupported provider: provider is not enabled"
 
 
 def test_set_session_and_initialize_from_storage(
