@@ -64,7 +64,7 @@ class Mfa:
     def _factor(self, conn: sqlite3.Connection, uid: str, raw_id: str) -> sqlite3.Row:
         fid = parse_uuid(raw_id)
         if fid is None:
-            raise ApiError(400, "validation_failed", "factor_id must be an UUID")
+            raise ApiError(404, "validation_failed", "factor_id must be an UUID")
         row: sqlite3.Row | None = conn.execute(
             "SELECT * FROM mfa_factors WHERE id = ? AND user_id = ?", (fid, uid)
         ).fetchone()

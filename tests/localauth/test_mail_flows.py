@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -341,3 +342,25 @@ def test_phone_otp_goes_to_the_mailbox_and_verifies(
     code = last_mail(mail_server, http, other, "sms")["otp"]
     assert client.verify_otp({"phone": other, "token": code, "type": "sms"}).session
     assert client.sign_in_with_password({"phone": other, "password": PASSWORD}).session
+
+
+def test_a_code_is_single_use_under_concurrent_verification(
+    mail_server: LocalAuth, http: httpx.Client, mail_admin: SyncGoTrueAdminAPI
+) -> None:
+    email = unique_email()
+    mail_admin.create_user({"email": email, "password": PASSWORD, "email_confirm": True})
+    user_client(mail_server, http).sign_in_with_otp({"email": email})
+    code = last_mail(mail_server, http, email, "magiclink")["otp"]
+
+    def attempt(_: int) -> str:
+        try:
+            user_client(mail_server, http).verify_otp(
+                {"email": email, "token": code, "type": "magiclink"}
+            )
+        except AuthApiError as exc:
+            return str(exc.code)
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(attempt, range(8)))
+    assert outcomes == ["ok"] + ["otp_expired"] * 7
