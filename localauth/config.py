@@ -117,6 +117,11 @@ ENV_FLAGS: dict[str, tuple[str, str]] = {
         "--security-refresh-token-reuse-interval",
     ),
     "GOTRUE_SMTP_MAX_FREQUENCY": ("smtp_max_frequency", "--smtp-max-frequency"),
+    # The API gateway's keys (localauth/apikeys.py).
+    "LOCALAUTH_PUBLISHABLE_KEY": ("publishable_key", "--publishable-key"),
+    "LOCALAUTH_SECRET_KEY": ("secret_key", "--secret-key"),
+    "LOCALAUTH_LEGACY_API_KEYS": ("legacy_api_keys_enabled", "--legacy-api-keys"),
+    "LOCALAUTH_REQUIRE_API_KEY": ("require_api_key", "--require-api-key"),
 }
 
 
@@ -148,6 +153,10 @@ class Settings:
     refresh_token_rotation_enabled: bool = True
     refresh_token_reuse_interval: int = 0
     smtp_max_frequency: float = 60.0
+    publishable_key: str | None = None
+    secret_key: str | None = None
+    legacy_api_keys_enabled: bool = True
+    require_api_key: bool = False
 
     @property
     def base_url(self) -> str:
@@ -186,6 +195,12 @@ class Settings:
             raise ConfigError("--bcrypt-cost must be between 4 and 31")
         if settings.threads < 1:
             raise ConfigError("--threads must be at least 1")
+        for given, prefix, flag in (
+            (settings.publishable_key, "sb_publishable_", "--publishable-key"),
+            (settings.secret_key, "sb_secret_", "--secret-key"),
+        ):
+            if given is not None and (not given.startswith(prefix) or len(given) <= len(prefix)):
+                raise ConfigError(f"{flag} must start with {prefix}")
         # GoTrue never accepts a minimum below 6.
         min_len = max(settings.password_min_length, 6)
         issuer = settings.jwt_issuer or f"{settings.base_url}/auth/v1"
