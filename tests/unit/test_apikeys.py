@@ -21,8 +21,9 @@ UPSTREAM = "http://upstream.test/auth/v1"
 API = {"X-Supabase-Api-Version": "2024-01-01"}
 PUBLISHABLE = "sb_publishable_" + "p" * 22
 SECRET = "sb_secret_" + "s" * 32
-USER = {
-    "id": "11111111-1111-4111-8111-111111111111",
+USER_ID = "11111111-1111-4111-8111-111111111111"
+USER: dict[str, Any] = {
+    "id": USER_ID,
     "aud": "authenticated",
     "role": "authenticated",
     "email": "someone@example.com",
@@ -172,8 +173,8 @@ async def test_a_transient_key_error_on_a_read_is_retried_within_the_deadline() 
     upstream = Upstream(kid_nil(), httpx.Response(200, json=USER, headers=API))
     gw = gateway(upstream)
     try:
-        user = await gw.get_user(USER["id"])
-        assert user["id"] == USER["id"]
+        user = await gw.get_user(USER_ID)
+        assert user["id"] == USER_ID
         assert len(upstream.calls) == 2
     finally:
         gw.close()
@@ -229,7 +230,7 @@ async def test_a_legacy_service_key_refused_as_bearer_names_the_authorization_he
     gw = gateway(upstream, service_role_key=legacy("service_role"))
     try:
         with pytest.raises(errors.UpstreamMisconfigured) as refused:
-            await gw.get_user(USER["id"])
+            await gw.get_user(USER_ID)
         assert "legacy service_role JWT key sent in the Authorization (bearer) header" in (
             refused.value.debug or ""
         )
