@@ -293,6 +293,7 @@ class SupabaseGateway:
         self._public_key = apikeys.classify(config.anon_key)
         self._server_key = apikeys.classify(config.service_role_key)
         self._key_refusals = keyrefusals.KeyRefusals(self._public_key, self._server_key)
+        log.info("upstream_api_keys", public=self._public_key.label, server=self._server_key.label)
         self._user_headers = apikeys.request_headers(self._public_key)
         self._admin = SyncGoTrueAdminAPI(
             url=config.url,

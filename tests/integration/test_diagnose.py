@@ -158,7 +158,7 @@ def test_keys_in_the_wrong_place_exit_two_naming_the_fix(localauth: LocalAuth) -
                 supabase_publishable_key=localauth.secret_key,
                 supabase_secret_key=localauth.secret_key,
             ),
-            "SUPABASE_PUBLISHABLE_KEY holds a secret key (sb_secret_…)",
+            "SUPABASE_PUBLISHABLE_KEY: holds a secret key (sb_secret_…)",
             "move it to SUPABASE_SECRET_KEY",
         ),
         (
@@ -166,7 +166,7 @@ def test_keys_in_the_wrong_place_exit_two_naming_the_fix(localauth: LocalAuth) -
                 supabase_publishable_key=localauth.publishable_key,
                 supabase_secret_key=localauth.publishable_key,
             ),
-            "SUPABASE_SECRET_KEY holds a publishable key (sb_publishable_…)",
+            "SUPABASE_SECRET_KEY: holds a publishable key (sb_publishable_…)",
             "put a secret key (sb_secret_…) here",
         ),
         (
@@ -174,7 +174,7 @@ def test_keys_in_the_wrong_place_exit_two_naming_the_fix(localauth: LocalAuth) -
                 supabase_anon_key=localauth.anon_key,
                 supabase_service_role_key=localauth.anon_key,
             ),
-            "SUPABASE_SERVICE_ROLE_KEY holds the legacy anon key",
+            "SUPABASE_SERVICE_ROLE_KEY: holds the legacy anon key",
             "SUPABASE_SECRET_KEY",
         ),
         (
@@ -182,12 +182,12 @@ def test_keys_in_the_wrong_place_exit_two_naming_the_fix(localauth: LocalAuth) -
                 supabase_anon_key=localauth.service_role_key,
                 supabase_service_role_key=localauth.service_role_key,
             ),
-            "SUPABASE_ANON_KEY holds the legacy service_role key",
+            "SUPABASE_ANON_KEY: holds the legacy service_role key",
             "sb_publishable_",
         ),
         (
             keys(supabase_publishable_key=localauth.publishable_key),
-            "one of SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY is required",
+            "SUPABASE_SECRET_KEY: is required but not set (or the legacy SUPABASE_SERVICE_ROLE_KEY)",
             "",
         ),
     ]

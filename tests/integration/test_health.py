@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
+from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, both_key_modes, new_email
 from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth, free_port
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, both_key_modes]
 
 CHECKS = {"redis", "supabase_auth", "jwks", "breaker", "thread_pool"}
 
