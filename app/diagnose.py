@@ -23,8 +23,9 @@ from typing import Any, TextIO
 import httpx
 import redis
 
-from app.settings import KEY_VARIABLES, ConfigurationError, Settings
-from services.apikeys import ApiKey, KeyFamily, KeySlot, request_headers
+from app import diagnose_keys as keys
+from app.settings import ConfigurationError, Settings
+from services.apikeys import KeyFamily, KeySlot, request_headers
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Diagnosis:
         if not self.reachable:
             return _skipped(name)
         key = self.settings.public_api_key
-        where = _source(self.settings, KeySlot.PUBLIC)
+        where = keys.source(self.settings, KeySlot.PUBLIC)
         if key.family is KeyFamily.UNKNOWN:
             return Result(
                 name,
@@ -160,13 +161,13 @@ class Diagnosis:
             json={"email": "diagnose@invalid.example", "password": "not-a-real-password"},
             headers=request_headers(key),
         )
-        code, message = _error_of(response)
+        code, message = keys.error_of(response)
         if response.status_code == 400 and code in ("invalid_credentials", "invalid_grant"):
             return Result(
                 name,
                 True,
                 f"{where}: {key.label} accepted (a bogus sign-in got invalid_credentials)",
-                _legacy_advice(key, _shadowed(self.settings, KeySlot.PUBLIC)),
+                keys.legacy_advice(key, keys.shadowed(self.settings, KeySlot.PUBLIC)),
             )
         if response.status_code in (401, 403):
             return Result(
@@ -174,7 +175,7 @@ class Diagnosis:
                 False,
                 f"{where}: {key.label} refused in the apikey header "
                 f"({response.status_code} {code or message})".rstrip(),
-                _refused_advice(message, public=True),
+                keys.refused_advice(message, public=True),
             )
         return Result(
             name,
@@ -188,7 +189,7 @@ class Diagnosis:
         if not self.reachable:
             return _skipped(name)
         key = self.settings.server_api_key
-        where = _source(self.settings, KeySlot.SERVER)
+        where = keys.source(self.settings, KeySlot.SERVER)
         if key.family is KeyFamily.UNKNOWN:
             return Result(
                 name,
@@ -206,13 +207,13 @@ class Diagnosis:
         )
         latency = _ms(started)
         if read.status_code != 200:
-            code, message = _error_of(read)
+            code, message = keys.error_of(read)
             return Result(
                 name,
                 False,
                 f"{where}: {key.label} refused: admin list users answered "
                 f"{read.status_code} {code or message}".rstrip(),
-                _refused_advice(message, public=False, code=code),
+                keys.refused_advice(message, public=False, code=code),
                 latency_ms=latency,
             )
         # A write to a user that cannot exist: 404 means the key may write, and nothing
@@ -227,10 +228,10 @@ class Diagnosis:
                 name,
                 True,
                 f"{where}: {key.label} accepted (admin read, and a write to no user)",
-                _legacy_advice(key, _shadowed(self.settings, KeySlot.SERVER)),
+                keys.legacy_advice(key, keys.shadowed(self.settings, KeySlot.SERVER)),
                 latency_ms=latency,
             )
-        code, message = _error_of(write)
+        code, message = keys.error_of(write)
         return Result(
             name,
             False,
@@ -293,71 +294,6 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _error_of(response: httpx.Response) -> tuple[str, str]:
-    """(GoTrue's error code, the message) of a refusal; the API gateway's has no code."""
-    body = _json(response)
-    if not isinstance(body, dict):
-        return "", ""
-    code = body.get("error_code") or body.get("code") or ""
-    message = body.get("msg") or body.get("message") or ""
-    return (code if isinstance(code, str) else ""), str(message)[:200]
-
-
-def _set(settings: Settings, name: str) -> bool:
-    value = getattr(settings, name.lower())
-    return value is not None and bool(value.get_secret_value().strip())
-
-
-def _source(settings: Settings, slot: KeySlot) -> str:
-    """The variable the key of ``slot`` was taken from (the new name wins)."""
-    new, legacy = KEY_VARIABLES[slot]
-    return new if _set(settings, new) else legacy
-
-
-def _shadowed(settings: Settings, slot: KeySlot) -> str | None:
-    new, legacy = KEY_VARIABLES[slot]
-    return legacy if _set(settings, new) and _set(settings, legacy) else None
-
-
-def _legacy_advice(key: ApiKey, shadowed: str | None) -> str:
-    if shadowed is not None:
-        return f"{shadowed} is ignored (the new key wins); remove it"
-    if key.family is KeyFamily.LEGACY_ANON:
-        return (
-            "legacy keys are retired by the end of 2026: set SUPABASE_PUBLISHABLE_KEY to the "
-            "project's publishable key (README, 'API keys')"
-        )
-    if key.family is KeyFamily.LEGACY_SERVICE_ROLE:
-        return (
-            "legacy keys are retired by the end of 2026: set SUPABASE_SECRET_KEY to a secret "
-            "key of the project (README, 'API keys')"
-        )
-    return ""
-
-
-def _refused_advice(message: str, *, public: bool, code: str = "") -> str:
-    if "legacy api keys are disabled" in message.lower():
-        return (
-            "this project has disabled its legacy JWT keys: set SUPABASE_PUBLISHABLE_KEY and "
-            "SUPABASE_SECRET_KEY to its new keys (Project Settings → API Keys)"
-        )
-    if "unrecognized jwt kid" in message.lower():
-        return (
-            "a platform-side fault verifying the token made from the key "
-            "(supabase/auth#2647); run again, and if it persists check the JWT signing keys"
-        )
-    if public:
-        return (
-            "copy the publishable key of this project (Project Settings → API Keys) into "
-            "SUPABASE_PUBLISHABLE_KEY"
-        )
-    return (
-        "copy a secret key of this project (Project Settings → API Keys) into "
-        "SUPABASE_SECRET_KEY; registration, logout and the admin routes need it"
-        + (f" (Supabase Auth said {code})" if code else "")
-    )
 
 
 def _redis_location(url: str) -> str:

@@ -116,7 +116,8 @@ class Settings(BaseSettings):
 
     # Supabase project.
     supabase_url: AnyHttpUrl
-    # The new keys win over the legacy names when both are set (see ``api_keys``).
+    # The new keys win over the legacy names when both are set (``public_api_key``,
+    # ``server_api_key``); one of each pair is required.
     supabase_publishable_key: SecretStr | None = None
     supabase_secret_key: SecretStr | None = None
     supabase_anon_key: SecretStr | None = None

@@ -68,6 +68,8 @@ class ProjectKeys:
     secret: str
 
     def role_of(self, key: str) -> str | None:
+        if not key.isascii():  # compare_digest takes ASCII strings only
+            return None
         if secrets.compare_digest(key, self.publishable):
             return "anon"
         if secrets.compare_digest(key, self.secret):

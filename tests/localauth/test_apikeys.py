@@ -77,6 +77,10 @@ def test_legacy_keys_keep_working_beside_the_new_ones(tmp_path: Path) -> None:
         forged = jwt.encode({"role": "service_role"}, "x" * 40, algorithm="HS256")
         refused = http.get(url, headers={"apikey": forged, "Authorization": f"Bearer {forged}"})
         assert (refused.status_code, refused.json()["message"]) == (401, "Invalid API key")
+        for junk in (b"sb_secret_\xff\xfe", b"\xffeyJ.x.y", b"not-a-key", b"sb_"):
+            odd = http.get(url, headers=[(b"apikey", junk)])
+            assert (odd.status_code, odd.json()["message"]) == (401, "Invalid API key"), junk
+    assert_clean_log(tmp_path, la.port)
 
 
 @pytest.mark.parametrize(
