@@ -187,8 +187,8 @@ def test_keys_in_the_wrong_place_exit_two_naming_the_fix(localauth: LocalAuth) -
         ),
         (
             keys(supabase_publishable_key=localauth.publishable_key),
-            "SUPABASE_SECRET_KEY: is required but not set (or the legacy SUPABASE_SERVICE_ROLE_KEY)",
-            "",
+            "SUPABASE_SECRET_KEY: is required but not set",
+            "(or the legacy SUPABASE_SERVICE_ROLE_KEY)",
         ),
     ]
     for env, problem, fix in cases:
