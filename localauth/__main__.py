@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from localauth.apikeys import load_project_keys
 from localauth.app import build_app
 from localauth.config import ENV_FLAGS, ConfigError, Settings
 from localauth.jwt_keys import parse_jwt_keys
@@ -26,6 +27,8 @@ _BOOL_FIELDS = {
     "external_anonymous_users_enabled",
     "refresh_token_rotation_enabled",
     "mailer_secure_email_change_enabled",
+    "legacy_api_keys_enabled",
+    "require_api_key",
 }
 
 
@@ -40,6 +43,10 @@ _HELP = {
     ),
     "LOCALAUTH_THREADS": "localauth-only: worker threads for SQLite and bcrypt (default 16)",
     "LOCALAUTH_DB": "SQLite file; keys live beside it in <db>.keys.json",
+    "LOCALAUTH_PUBLISHABLE_KEY": "sb_publishable_… key (default: generated, <db>.apikeys.json)",
+    "LOCALAUTH_SECRET_KEY": "sb_secret_… key (default: generated, <db>.apikeys.json)",
+    "LOCALAUTH_LEGACY_API_KEYS": "accept the legacy anon/service_role JWT keys (default true)",
+    "LOCALAUTH_REQUIRE_API_KEY": "refuse requests without an apikey, as hosted (default false)",
 }
 
 
@@ -96,11 +103,15 @@ def serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     if args.env_file is not None:
         keys = keyring.current
         secret = effective_secret(settings, keys)
+        project = load_project_keys(settings)
         values = {
             "SUPABASE_URL": settings.base_url,
-            "SUPABASE_ANON_KEY": api_key(keys, secret, "anon"),
-            "SUPABASE_SERVICE_ROLE_KEY": api_key(keys, secret, "service_role"),
+            "SUPABASE_PUBLISHABLE_KEY": project.publishable,
+            "SUPABASE_SECRET_KEY": project.secret,
         }
+        if settings.legacy_api_keys_enabled:  # a new project's Connect dialog lists only these
+            values["SUPABASE_ANON_KEY"] = api_key(keys, secret, "anon")
+            values["SUPABASE_SERVICE_ROLE_KEY"] = api_key(keys, secret, "service_role")
         if settings.jwt_alg == "HS256":
             values["SUPABASE_JWT_SECRET"] = secret
         _write_env_file(args.env_file, values)

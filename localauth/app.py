@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localauth.admin_api import AdminApi
+from localauth.apikeys import ApiKeyEdge, load_project_keys
 from localauth.config import Settings
 from localauth.core import Core
 from localauth.errors import error_response, plain_not_found, unexpected_failure
@@ -72,4 +73,7 @@ def build_app(settings: Settings, db: Database, keyring: KeyRing) -> Starlette:
     )
     app.state.ctx = ctx
     app.state.extras = build_extras(core)
+    app.add_middleware(
+        ApiKeyEdge, settings=settings, keyring=keyring, keys=load_project_keys(settings)
+    )
     return app

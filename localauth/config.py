@@ -133,6 +133,11 @@ ENV_FLAGS: dict[str, tuple[str, str]] = {
         "flow_state_expiry_duration",
         "--external-flow-state-expiry-duration",
     ),
+    # The API gateway's keys (localauth/apikeys.py).
+    "LOCALAUTH_PUBLISHABLE_KEY": ("publishable_key", "--publishable-key"),
+    "LOCALAUTH_SECRET_KEY": ("secret_key", "--secret-key"),
+    "LOCALAUTH_LEGACY_API_KEYS": ("legacy_api_keys_enabled", "--legacy-api-keys"),
+    "LOCALAUTH_REQUIRE_API_KEY": ("require_api_key", "--require-api-key"),
 }
 
 
@@ -171,6 +176,10 @@ class Settings:
     mfa_max_enrolled_factors: int = 10
     mfa_challenge_expiry_duration: float = 300.0
     flow_state_expiry_duration: float = 300.0
+    publishable_key: str | None = None
+    secret_key: str | None = None
+    legacy_api_keys_enabled: bool = True
+    require_api_key: bool = False
 
     @property
     def base_url(self) -> str:
@@ -211,6 +220,12 @@ class Settings:
             raise ConfigError("--bcrypt-cost must be between 4 and 31")
         if settings.threads < 1:
             raise ConfigError("--threads must be at least 1")
+        for given, prefix, flag in (
+            (settings.publishable_key, "sb_publishable_", "--publishable-key"),
+            (settings.secret_key, "sb_secret_", "--secret-key"),
+        ):
+            if given is not None and (not given.startswith(prefix) or len(given) <= len(prefix)):
+                raise ConfigError(f"{flag} must start with {prefix}")
         # GoTrue never accepts a minimum below 6.
         min_len = max(settings.password_min_length, 6)
         issuer = settings.jwt_issuer or f"{settings.base_url}/auth/v1"

@@ -93,6 +93,8 @@ _DECODE_OPTIONS: Any = {
 
 def verify_jwt(settings: Settings, keys: KeyFile, token: str) -> dict[str, Any]:
     """As GoTrue's parseJWTClaims: kid selects a key; a kid-less HS256 token uses the secret."""
+    if token.count(".") != 2:  # e.g. an sb_ API key sent as the bearer
+        raise _bad_jwt("token is malformed: token contains an invalid number of segments")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:

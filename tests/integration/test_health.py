@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
+from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, both_key_modes, new_email
 from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth, free_port
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, both_key_modes]
 
 CHECKS = {"redis", "supabase_auth", "jwks", "breaker", "thread_pool"}
 
@@ -72,8 +72,8 @@ async def test_ready_is_503_without_leaking_secrets_when_upstream_is_dead(
     assert response.elapsed.total_seconds() < 3.0
     text = response.text
     assert "127.0.0.1" not in text
-    assert settings.supabase_service_role_key.get_secret_value() not in text
-    assert settings.supabase_anon_key.get_secret_value() not in text
+    assert settings.server_api_key.value not in text
+    assert settings.public_api_key.value not in text
 
 
 async def test_ready_reports_open_breaker(

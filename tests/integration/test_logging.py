@@ -14,7 +14,7 @@ import httpx
 from tests.conftest import app_env, new_email
 from tests.support.appserver import run_app
 from tests.support.faultproxy import FaultProxy, Mode
-from tests.support.localauth import LocalAuth
+from tests.support.localauth import LocalAuth, forged_service_role_key
 from tests.support.redis_server import RedisServer
 
 
@@ -105,7 +105,7 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
         main_log = lines(server.log)
 
     env = app_env(
-        localauth, own_redis.url, redis_prefix, supabase_service_role_key=localauth.anon_key
+        localauth, own_redis.url, redis_prefix, supabase_service_role_key=forged_service_role_key()
     )
     with (
         run_app(env, tmp_path / "badkey") as bad,
