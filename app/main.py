@@ -135,7 +135,9 @@ def create_app(
         ),
     ]
     middleware = [
-        Middleware(ProxyFitMiddleware, trusted=settings.trusted_proxies),
+        Middleware(
+            ProxyFitMiddleware, trusted=settings.trusted_proxies, hops=settings.forwarded_hops
+        ),
         Middleware(EdgeMiddleware),
     ]
     if settings.cors_origins:
