@@ -19,7 +19,7 @@ from tests.support.proxychain import EDGE_SOURCE, GATEWAY_PEER, ProxyChain, prox
 # The two documented ways to describe the chain to the app: every proxy's range in
 # TRUSTED_PROXIES, or only the gateway's range plus the number of hops (for an edge whose
 # addresses are not published, as on Railway).
-MODES = {
+MODES: dict[str, dict[str, str | int]] = {
     "trusted-ranges": {"trusted_proxies": f"{GATEWAY_PEER}/128,{EDGE_SOURCE}/32"},
     "hop-count": {"trusted_proxies": f"{GATEWAY_PEER}/128", "forwarded_hops": 2},
 }
@@ -48,9 +48,11 @@ def chain(
     tmp_path: Path,
 ) -> Iterator[ProxyChain]:
     env = app_env(localauth, redis_url, redis_prefix, **MODES[request.param])
-    with run_app(env, tmp_path / "app", host="::") as server:
-        with proxy_chain(server.port, tmp_path / "proxies") as proxies:
-            yield proxies
+    with (
+        run_app(env, tmp_path / "app", host="::") as server,
+        proxy_chain(server.port, tmp_path / "proxies") as proxies,
+    ):
+        yield proxies
 
 
 def session_address(client: httpx.Client, access_token: str) -> str:

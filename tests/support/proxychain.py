@@ -129,9 +129,10 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen[bytes], log:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args!r} did not listen:\n{log.read_text()[-3000:]}")
+                tail = log.read_text()[-3000:]
+                raise RuntimeError(f"{process.args!r} did not listen:\n{tail}") from exc
             time.sleep(0.05)
 
 
