@@ -136,7 +136,10 @@ def create_app(
     ]
     middleware = [
         Middleware(
-            ProxyFitMiddleware, trusted=settings.trusted_proxies, hops=settings.forwarded_hops
+            ProxyFitMiddleware,
+            trusted=settings.trusted_proxies,
+            hops=settings.forwarded_hops,
+            prefixes=settings.forwarded_prefixes,
         ),
         Middleware(EdgeMiddleware),
     ]

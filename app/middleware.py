@@ -48,7 +48,7 @@ class ProxyFitMiddleware:
     """The client address, scheme and path prefix as the client used them.
 
     ``X-Forwarded-For/-Proto/-Prefix`` count only when the peer is a trusted proxy
-    (``TRUSTED_PROXIES``); the client address is found from the right of the chain
+    (``TRUSTED_PROXIES``), a prefix only if listed in ``FORWARDED_PREFIXES``; the client address is found from the right of the chain
     (``app.forwarded``), so no header a client writes can choose it. A dual-stack
     listener's ``::ffff:a.b.c.d`` peers are folded to ``a.b.c.d`` for every request, so
     one IPv4 client has one address for rate limits, lockout and session records.
@@ -59,9 +59,11 @@ class ProxyFitMiddleware:
         app: ASGIApp,
         trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
         hops: int = 1,
+        prefixes: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.trust = ProxyTrust.build(trusted, hops)
+        self.prefixes = frozenset(prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -94,7 +96,7 @@ class ProxyFitMiddleware:
             elif name == b"x-forwarded-prefix" and not prefixed:
                 prefixed = True
                 prefix = forwarded_prefix(value.decode("latin-1"))
-                if prefix is not None:
+                if prefix is not None and prefix in self.prefixes:
                     # ASGI: ``path`` includes ``root_path``; Starlette routes on the rest.
                     # The proxy stripped the prefix, so put it back in front of both.
                     scope["root_path"] = scope.get("root_path", "") + prefix

@@ -47,12 +47,17 @@ async def test_forwarded_headers_are_honoured_from_a_trusted_proxy(
     running_apps: Callable[[Settings], Any], make_settings: SettingsFactory
 ) -> None:
     """From Kong's address, the client IP, scheme and prefix come from X-Forwarded-*."""
-    client = await running_apps(make_settings(trusted_proxies=KONG))
+    client = await running_apps(make_settings(trusted_proxies=KONG, forwarded_prefixes="/identity"))
     assert await session_ip(client, FORWARDED) == "198.51.100.23"
     spec = (await client.get("/openapi.json", headers=FORWARDED)).json()
     assert spec["servers"][0]["url"] == "https://auth.example.com/identity"
     # Routing is unchanged by the prefix: Kong already stripped it.
     assert (await client.get("/health/live", headers=FORWARDED)).status_code == 200
+    # A prefix not in FORWARDED_PREFIXES is ignored, even from Kong (which passes on what
+    # its trusted edge passed on, a client's own header included).
+    forged = {**FORWARDED, "X-Forwarded-Prefix": "/evil"}
+    spec = (await client.get("/openapi.json", headers=forged)).json()
+    assert spec["servers"][0]["url"] == "https://auth.example.com"
 
 
 async def test_forwarded_headers_are_ignored_from_an_untrusted_peer(
