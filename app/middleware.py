@@ -48,8 +48,9 @@ class ProxyFitMiddleware:
     """The client address, scheme and path prefix as the client used them.
 
     ``X-Forwarded-For/-Proto/-Prefix`` count only when the peer is a trusted proxy
-    (``TRUSTED_PROXIES``), a prefix only if listed in ``FORWARDED_PREFIXES``; the client address is found from the right of the chain
-    (``app.forwarded``), so no header a client writes can choose it. A dual-stack
+    (``TRUSTED_PROXIES``), a prefix only if listed in ``FORWARDED_PREFIXES``; the client
+    address is found from the right of the chain (``app.forwarded``), so no header a
+    client writes can choose it. A dual-stack
     listener's ``::ffff:a.b.c.d`` peers are folded to ``a.b.c.d`` for every request, so
     one IPv4 client has one address for rate limits, lockout and session records.
     """
