@@ -16,7 +16,7 @@ export KONG_DECLARATIVE_CONFIG="$here/kong.yml"
 
 "${KONG_ENTRYPOINT:-/docker-entrypoint.sh}" "$@" &
 pid=$!
-trap 'kill -QUIT "$pid" 2>/dev/null || true' TERM INT
+trap 'kill -QUIT "$pid" 2>/dev/null || true' TERM INT QUIT
 status=0
 wait "$pid" || status=$?
 # A trapped signal ends the first wait early; the second waits for Kong itself.
