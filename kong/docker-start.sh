@@ -14,9 +14,13 @@ export KONG_PROXY_LISTEN="0.0.0.0:$port reuseport backlog=16384, [::]:$port reus
 export KONG_DECLARATIVE_CONFIG="$here/kong.yml"
 "$here/render-config.sh" "$here/kong.yml.tmpl" "$KONG_DECLARATIVE_CONFIG"
 
+# The trap is in place before Kong starts, so a stop that comes early is never lost.
+pid=
+stopping=
+trap 'stopping=1; [ -z "$pid" ] || kill -QUIT "$pid" 2>/dev/null || true' TERM INT QUIT
 "${KONG_ENTRYPOINT:-/docker-entrypoint.sh}" "$@" &
 pid=$!
-trap 'kill -QUIT "$pid" 2>/dev/null || true' TERM INT QUIT
+[ -z "$stopping" ] || kill -QUIT "$pid" 2>/dev/null || true
 status=0
 wait "$pid" || status=$?
 # A trapped signal ends the first wait early; the second waits for Kong itself.
