@@ -20,6 +20,7 @@ would then key rate limits and land in session records.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,14 @@ _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 _SCHEMES = frozenset({"http", "https"})
 
 
+# Parsing and range checks are cached: the same few proxy and client addresses come back on
+# every request, and ``ipaddress`` costs microseconds per IPv6 parse on the hot path. The
+# caches are bounded, and only entries proxies wrote are ever parsed (the walk stops at the
+# client), so a client cannot fill them with forged values.
+_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def parse_address(text: str) -> IpAddress | None:
     """An address from a forwarded entry (``1.2.3.4``, ``1.2.3.4:5``, ``2001:db8::1``,
     ``[2001:db8::1]:5``), IPv4-mapped IPv6 folded to IPv4; ``None`` for anything else."""
@@ -53,6 +62,12 @@ def parse_address(text: str) -> IpAddress | None:
     except ValueError:
         return None
     return canonical(address)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def address_text(address: IpAddress) -> str:
+    """``str(address)``, cached (formatting an IPv6 address is not cheap either)."""
+    return str(address)
 
 
 def canonical(address: IpAddress) -> IpAddress:
@@ -79,11 +94,19 @@ class ProxyTrust:
     networks: tuple[IpNetwork, ...]
     hops: int = 1
 
+    def __post_init__(self) -> None:
+        cached = functools.lru_cache(maxsize=_CACHE_SIZE)(self._in_networks)
+        object.__setattr__(self, "trusts", cached)
+
     @classmethod
     def build(cls, networks: Sequence[IpNetwork], hops: int = 1) -> ProxyTrust:
         return cls(tuple(networks), max(1, hops))
 
     def trusts(self, address: IpAddress) -> bool:
+        """``address`` lies in one of ``networks`` (cached per instance)."""
+        return self._in_networks(address)
+
+    def _in_networks(self, address: IpAddress) -> bool:
         return any(address in network for network in self.networks)
 
     def client(self, peer: IpAddress, entries: Sequence[str]) -> IpAddress:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.forwarded import (
     ProxyTrust,
+    address_text,
     forwarded_entries,
     forwarded_prefix,
     forwarded_scheme,
@@ -80,8 +81,9 @@ class ProxyFitMiddleware:
             await self.app(scope, receive, send)
             return
         if not self.trust.trusts(peer):
-            if str(peer) != host:
-                scope["client"] = (str(peer), client[1])
+            text = address_text(peer)
+            if text != host:
+                scope["client"] = (text, client[1])
             await self.app(scope, receive, send)
             return
         chain: list[str] = []
@@ -105,7 +107,7 @@ class ProxyFitMiddleware:
                     if scope.get("raw_path") is not None:
                         scope["raw_path"] = prefix.encode("latin-1") + scope["raw_path"]
         address = self.trust.client(peer, forwarded_entries(chain))
-        scope["client"] = (str(address), client[1] if address == peer else 0)
+        scope["client"] = (address_text(address), client[1] if address == peer else 0)
         await self.app(scope, receive, send)
 
 
