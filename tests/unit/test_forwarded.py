@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.forwarded import ProxyTrust, forwarded_entries, forwarded_prefix, parse_address
+from app.settings import ConfigurationError, Settings
 
 GATEWAY = ipaddress.ip_address("fd12::5")
 EDGE = "100.64.0.9"
@@ -54,3 +56,21 @@ def test_prefix_must_be_a_plain_path() -> None:
     assert forwarded_prefix("/identity/") == "/identity"
     for bad in ("identity", "/a b", "//evil.example", "/x?y", "/%2e%2e", ""):
         assert forwarded_prefix(bad) is None
+
+
+def test_settings_refuse_a_hop_count_without_a_trusted_peer_and_odd_prefixes() -> None:
+    """FORWARDED_HOPS counts proxies in front of a trusted peer: without TRUSTED_PROXIES it
+    would believe anyone; a prefix must be a plain path."""
+    env = {
+        "SUPABASE_URL": "http://127.0.0.1:1",
+        "SUPABASE_ANON_KEY": "a",
+        "SUPABASE_SERVICE_ROLE_KEY": "b",
+    }
+    with pytest.raises(ConfigurationError, match="FORWARDED_HOPS"):
+        Settings.from_environ({**env, "FORWARDED_HOPS": "2"})
+    with pytest.raises(ConfigurationError, match="FORWARDED_PREFIXES"):
+        Settings.from_environ({**env, "FORWARDED_PREFIXES": "identity"})
+    settings = Settings.from_environ(
+        {**env, "TRUSTED_PROXIES": "fc00::/7", "FORWARDED_HOPS": "2", "FORWARDED_PREFIXES": "/id"}
+    )
+    assert (settings.forwarded_hops, settings.forwarded_prefixes) == (2, ["/id"])
