@@ -3,7 +3,7 @@
 The flags override the HOST/PORT environment variables. ``--host ::`` (Railway's start
 command) listens dual-stack: one socket that accepts IPv6 and IPv4 on the same port, so the
 private network reaches the service whether its name resolves to an IPv6 or an IPv4
-address (see ``listening_socket``).
+address (see ``listening_sockets``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 import structlog
 import uvicorn
@@ -28,35 +29,46 @@ STARTUP_FAILURE = 3
 log = structlog.get_logger("app.serve")
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for ``host``/``port``, not yet listening (uvicorn listens).
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound TCP sockets for ``host``/``port``, not yet listening (uvicorn listens).
 
-    For ``::`` the socket is IPv6 with ``IPV6_V6ONLY`` cleared, so IPv4 clients connect
-    too (they appear as ``::ffff:a.b.c.d``; ``app.forwarded`` folds that back to
-    ``a.b.c.d``). asyncio's own ``create_server`` would set ``IPV6_V6ONLY`` and refuse
-    IPv4, which is why the socket is made here and handed to uvicorn. On a host without
-    IPv6 it falls back to ``0.0.0.0`` rather than failing to start.
+    For ``::`` one IPv6 socket with ``IPV6_V6ONLY`` cleared, so IPv4 clients connect too
+    (they appear as ``::ffff:a.b.c.d``; ``app.forwarded`` folds that back to ``a.b.c.d``).
+    asyncio's own ``create_server`` would set ``IPV6_V6ONLY`` and refuse IPv4, which is why
+    the sockets are made here and handed to uvicorn. On a host without IPv6 it falls back
+    to ``0.0.0.0`` rather than failing to start. Any other host gets one socket per address
+    it resolves to (``localhost``: 127.0.0.1 and ::1), as asyncio would bind them.
     """
     if host in DUAL_STACK_HOSTS:
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         except OSError:
             log.warning("ipv6_unavailable", fallback="0.0.0.0")
-            return listening_socket("0.0.0.0", port)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(("::", port))
-        except OSError:
+            return listening_sockets("0.0.0.0", port)
+        return [_bind(sock, ("::", port), v6only=False)]
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(_bind(sock, address, v6only=True))
+    except OSError:
+        for sock in sockets:
             sock.close()
-            raise
-        return sock
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+        raise
+    return sockets
+
+
+def _bind(sock: socket.socket, address: Any, *, v6only: bool) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind(address)
     except OSError:
         sock.close()
@@ -79,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(settings)
     try:
-        sock = listening_socket(settings.host, settings.port)
+        sockets = listening_sockets(settings.host, settings.port)
     except OSError as exc:
         print(f"cannot listen on {settings.host} port {settings.port}: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     config = uvicorn.Config(
         app,
-        # Only for uvicorn's messages: the socket above decides where it listens.
+        # Only for uvicorn's messages: the sockets above decide where it listens.
         host=settings.host,
-        port=sock.getsockname()[1],
+        port=sockets[0].getsockname()[1],
         # Kong keeps idle upstream connections for 60 s; closing ours first causes 502s.
         timeout_keep_alive=settings.keepalive_seconds,
         timeout_graceful_shutdown=int(settings.shutdown_drain_seconds),
@@ -100,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
     log.info(
         "listening",
-        address=sock.getsockname()[0],
+        addresses=[sock.getsockname()[0] for sock in sockets],
         port=config.port,
-        dual_stack=sock.family == socket.AF_INET6 and settings.host in DUAL_STACK_HOSTS,
+        dual_stack=settings.host in DUAL_STACK_HOSTS and sockets[0].family == socket.AF_INET6,
     )
     # uvicorn drains on SIGTERM, then re-raises it to the handler that was installed before
     # it. A no-op one here makes a drained shutdown a clean exit (0) instead of -SIGTERM.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     return 0 if server.started else STARTUP_FAILURE
 
 
