@@ -135,7 +135,12 @@ def create_app(
         ),
     ]
     middleware = [
-        Middleware(ProxyFitMiddleware, trusted=settings.trusted_proxies),
+        Middleware(
+            ProxyFitMiddleware,
+            trusted=settings.trusted_proxies,
+            hops=settings.forwarded_hops,
+            prefixes=settings.forwarded_prefixes,
+        ),
         Middleware(EdgeMiddleware),
     ]
     if settings.cors_origins:

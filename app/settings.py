@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.forwarded import forwarded_prefix
 from services.apikeys import ApiKey, KeySlot, classify, slot_problem
 from services.ratelimit import parse_rules
 
@@ -145,6 +146,14 @@ class Settings(BaseSettings):
     keepalive_seconds: int = Field(default=75, ge=1)
     shutdown_drain_seconds: float = Field(default=15.0, ge=0)
     trusted_proxies: CsvNetworks = Field(default_factory=list)
+    # Proxies in front of the app, the one it talks to included, whose X-Forwarded-For
+    # entries are believed by count even outside TRUSTED_PROXIES (a platform edge whose
+    # addresses are not published). 1: only TRUSTED_PROXIES decide. See app/forwarded.py.
+    forwarded_hops: int = Field(default=1, ge=1, le=8)
+    # Path prefixes a trusted proxy may announce in X-Forwarded-Prefix (a Kong prefix route
+    # with strip_path). Empty: the header is ignored. An allowlist because a proxy that
+    # trusts its own edge passes a client's X-Forwarded-Prefix through.
+    forwarded_prefixes: CsvList = Field(default_factory=list)
     cors_origins: CsvList = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
 
@@ -199,6 +208,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "UPSTREAM_READ_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
             )
+        if any(forwarded_prefix(prefix) != prefix for prefix in self.forwarded_prefixes):
+            raise ValueError("FORWARDED_PREFIXES entries must be paths like /identity")
+        if self.forwarded_hops > 1 and not self.trusted_proxies:
+            raise ValueError("FORWARDED_HOPS above 1 needs TRUSTED_PROXIES (the app's peer)")
         return self
 
     @model_validator(mode="after")

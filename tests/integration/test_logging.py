@@ -83,7 +83,7 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
             proxy.set_mode(Mode.RESET)
             for _ in range(2):
                 failed = client.post(
-                    "/api/v1/auth/login", json=body, headers={"Kong-Request-ID": "kong-reset-1"}
+                    "/api/v1/auth/login", json=body, headers={"X-Kong-Request-Id": "kong-reset-1"}
                 )
                 assert failed.status_code == 503
             proxy.set_mode(Mode.HANG)
