@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -29,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     app = create_app(settings)
+    try:
+        from app.httpserver import bounded_protocol
+
+        http: Any = bounded_protocol(
+            max_header_count=settings.max_header_count,
+            max_header_bytes=settings.max_header_bytes,
+        )
+    except ImportError:  # No httptools: h11, bounded by h11_max_incomplete_event_size.
+        http = "h11"
     # uvicorn drains on SIGTERM, then re-raises it to the handler that was installed before
     # it. A no-op one here makes a drained shutdown a clean exit (0) instead of -SIGTERM.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -44,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         access_log=False,
         log_config=None,
+        # Request heads are bounded (431) by the protocol; under h11 by this.
+        http=http,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
 

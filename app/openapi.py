@@ -353,7 +353,8 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    """The document, with ``servers`` as the client sees this service (prefix and scheme
-    from a trusted proxy included)."""
-    server_url = str(request.base_url).rstrip("/") or "/"
+    """The document, with ``servers`` relative to where it is served: the path prefix a
+    trusted proxy reported (``X-Forwarded-Prefix``), never the client's ``Host``, so a
+    forged ``Host`` cannot point a client generated from it elsewhere."""
+    server_url = str(request.scope.get("root_path") or "").rstrip("/") or "/"
     return JSONResponse(build_openapi(list(request.app.routes), server_url=server_url))
