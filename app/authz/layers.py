@@ -123,6 +123,8 @@ class Owner:
             return
         if self.admin_role not in claims.roles:
             raise errors.NotOwner()
+        # Access to someone else's data on the strength of a role: ask Supabase too.
+        await SupabaseRecheck(frozenset({self.admin_role})).check(ctx)
 
 
 @dataclass(frozen=True)
