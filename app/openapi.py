@@ -120,13 +120,24 @@ REGISTRATION: dict[str, Any] = {
     "type": "object",
     "required": ["user", "session"],
     "properties": {
-        "user": {"$ref": "#/components/schemas/User"},
+        "user": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/User"},
+                {
+                    "type": "object",
+                    "description": "With REGISTER_CONCEAL_EXISTING: only the address",
+                    "required": ["email"],
+                    "properties": {"email": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+            ]
+        },
         "session": {"oneOf": [{"$ref": "#/components/schemas/Session"}, {"type": "null"}]},
     },
 }
 
 _PROBLEM_TEXT = {
-    400: "Malformed request (bad JSON, client went away)",
+    400: "Malformed request (not strict JSON, client went away) or a Host not allowed",
     401: "Missing, invalid or expired credentials",
     403: "Authenticated but not allowed",
     404: "No such resource",
@@ -135,11 +146,13 @@ _PROBLEM_TEXT = {
     415: "Body is not application/json",
     422: "Body failed validation; `errors` names each field",
     429: "Rate limited or locked out; see Retry-After",
+    431: "Too many request headers, or too large (MAX_HEADER_COUNT, MAX_HEADER_BYTES)",
     503: "A dependency is down or saturated; see Retry-After",
     504: "The authentication provider did not answer in time",
 }
 _BODY_ERRORS = (400, 413, 415, 422)
-_ALWAYS = (429, 503, 504)
+# 400 invalid_host and 431 come from the edge, before any route.
+_ALWAYS = (400, 429, 431, 503, 504)
 
 
 @dataclass(frozen=True)
