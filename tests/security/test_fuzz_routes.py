@@ -192,3 +192,42 @@ async def test_every_route_survives_hostile_headers(target: Target, localauth: A
 
     await fuzz(cases, example, max_examples=80)
     await still_healthy(target, user["user"]["email"], TEST_PASSWORD)
+
+
+# Addresses the edge's email rule lets through, however odd: the upstream must never
+# answer them with a 5xx (that would count against the breaker for everyone).
+ODD_EMAILS = st.builds(
+    lambda local, domain, tld: f"{local}@{domain}.{tld}",
+    st.text(
+        st.characters(exclude_characters="@ \t\r\n\x00", exclude_categories=["Cs", "Cc", "Zs"]),
+        min_size=1,
+        max_size=20,
+    ),
+    st.text(
+        st.characters(exclude_characters="@ \t\r\n\x00", exclude_categories=["Cs", "Cc", "Zs"]),
+        min_size=1,
+        max_size=20,
+    ),
+    st.text(
+        st.characters(exclude_characters="@ \t\r\n\x00", exclude_categories=["Cs", "Cc", "Zs"]),
+        min_size=1,
+        max_size=8,
+    ),
+)
+
+
+async def test_odd_but_accepted_addresses_never_reach_supabase_as_a_5xx(
+    target: Target,
+) -> None:
+    """Registration and sign-in with unusual addresses that pass the edge: a 2xx or 4xx."""
+    user = await signed_in(target.client)
+
+    async def example(email: str) -> None:
+        for path in (f"{AUTH}/register", f"{AUTH}/login"):
+            response = await target.client.post(
+                path, json={"email": email, "password": TEST_PASSWORD}
+            )
+            assert_not_5xx(response)
+
+    await fuzz(ODD_EMAILS, example, max_examples=25)
+    await still_healthy(target, user["user"]["email"], TEST_PASSWORD)
