@@ -119,7 +119,7 @@ class Owner:
 
     async def check(self, ctx: AuthContext) -> None:
         claims = ctx.require_claims()
-        if str(ctx.path_params.get(self.param, "")) == claims.sub:
+        if str(ctx.path_params.get(self.param, "")).lower() == claims.sub.lower():
             return
         if self.admin_role not in claims.roles:
             raise errors.NotOwner()
