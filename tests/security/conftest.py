@@ -116,6 +116,8 @@ def assert_not_5xx(response: httpx.Response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400:
         assert response.headers["content-type"].startswith(PROBLEM), response.text[:200]
+        # Production settings: nothing internal in the answer.
+        assert "debug" not in response.json(), response.text[:200]
 
 
 async def fuzz(
