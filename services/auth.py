@@ -126,6 +126,7 @@ class AuthService:
                 "A concurrent registration of this address did not finish."
             )
         started = time.monotonic()
+        taken = False
         try:
             try:
                 user = await self.gateway.create_user(
@@ -137,22 +138,26 @@ class AuthService:
                     }
                 )
             except errors.EmailExists:
-                if self.conceal_existing:
-                    metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
-                    await self.register_floor.pad(started)
-                    return Registration(user={"email": email}, session=None)
-                return await self._replayed_registration(record_key, email, password, client)
-            self.register_floor.observe(time.monotonic() - started)
-            await redis_call(
-                "register",
-                self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
-            )
-            metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
-            log.info("user_registered", user_id=user.get("id"))
+                if not self.conceal_existing:
+                    return await self._replayed_registration(record_key, email, password, client)
+                taken = True
+            else:
+                self.register_floor.observe(time.monotonic() - started)
+                await redis_call(
+                    "register",
+                    self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
+                )
+                metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
+                log.info("user_registered", user_id=user.get("id"))
         finally:
             await self._release(lock)
         if self.conceal_existing:
-            # The same answer a taken address gets: the client signs in next.
+            # REGISTER_CONCEAL_EXISTING: a taken address gets the answer a fresh one gets,
+            # as late as a fresh one would (padded after the lock is released); no tokens,
+            # so the client signs in next either way.
+            if taken:
+                metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+                await self.register_floor.pad(started)
             return Registration(user={"email": email}, session=None)
         if not self.email_confirm:
             return Registration(user=user, session=None)

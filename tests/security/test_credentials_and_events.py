@@ -56,6 +56,8 @@ async def test_failed_service_secrets_lock_the_source_out(
     )
     assert spray.status_code == 429
     assert (await other.client.get(_status_path(uid), headers=right)).status_code == 200
+    # The legitimate caller's success elsewhere does not lift the attacker's lock.
+    assert (await attacker.client.get(_status_path(uid), headers=right)).status_code == 429
 
 
 def _event(uid: str, kind: str = "user.updated", changes: list[str] | None = None) -> bytes:
