@@ -58,7 +58,7 @@ end $$;
 def _doc_sql() -> str:
     blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.DOTALL)
     assert len(blocks) == 1, "docs/supabase-events.md should hold one SQL block"
-    sql = blocks[0].replace("create extension if not exists pg_net;\n", "")
+    sql = str(blocks[0]).replace("create extension if not exists pg_net;\n", "")
     assert "v1,whsec_REPLACE_ME" in sql
     return sql.replace("v1,whsec_REPLACE_ME", "v1," + EVENTS_SECRET).replace(
         "https://auth.example.com/api/v1/internal/supabase-events",
