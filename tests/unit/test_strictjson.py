@@ -111,8 +111,11 @@ async def test_latency_floor_learns_successes_and_pads_failures() -> None:
     for seconds in (0.01, 0.02, 0.03, 0.04):
         floor.observe(seconds)
     assert floor.floor == 0.05
-    floor.observe(0.05)
-    assert floor.floor == 0.05  # p90 of five: the largest
+    floor.observe(0.15)  # one slow moment among few samples does not set the floor
+    assert floor.floor == 0.03
+    for _ in range(15):
+        floor.observe(0.02)
+    assert floor.floor == 0.04  # twenty samples: p90
     for _ in range(64):  # the window forgets the older ones
         floor.observe(0.01)
     assert floor.floor == 0.01
