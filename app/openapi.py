@@ -120,13 +120,24 @@ REGISTRATION: dict[str, Any] = {
     "type": "object",
     "required": ["user", "session"],
     "properties": {
-        "user": {"$ref": "#/components/schemas/User"},
+        "user": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/User"},
+                {
+                    "type": "object",
+                    "description": "With REGISTER_CONCEAL_EXISTING: only the address",
+                    "required": ["email"],
+                    "properties": {"email": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+            ]
+        },
         "session": {"oneOf": [{"$ref": "#/components/schemas/Session"}, {"type": "null"}]},
     },
 }
 
 _PROBLEM_TEXT = {
-    400: "Malformed request (bad JSON, client went away)",
+    400: "Malformed request (not strict JSON, client went away) or a Host not allowed",
     401: "Missing, invalid or expired credentials",
     403: "Authenticated but not allowed",
     404: "No such resource",
@@ -135,11 +146,13 @@ _PROBLEM_TEXT = {
     415: "Body is not application/json",
     422: "Body failed validation; `errors` names each field",
     429: "Rate limited or locked out; see Retry-After",
+    431: "Too many request headers, or too large (MAX_HEADER_COUNT, MAX_HEADER_BYTES)",
     503: "A dependency is down or saturated; see Retry-After",
     504: "The authentication provider did not answer in time",
 }
 _BODY_ERRORS = (400, 413, 415, 422)
-_ALWAYS = (429, 503, 504)
+# 400 invalid_host and 431 come from the edge, before any route.
+_ALWAYS = (400, 429, 431, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -353,7 +366,8 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    """The document, with ``servers`` as the client sees this service (prefix and scheme
-    from a trusted proxy included)."""
-    server_url = str(request.base_url).rstrip("/") or "/"
+    """The document, with ``servers`` relative to where it is served: the path prefix a
+    trusted proxy reported (``X-Forwarded-Prefix``), never the client's ``Host``, so a
+    forged ``Host`` cannot point a client generated from it elsewhere."""
+    server_url = str(request.scope.get("root_path") or "").rstrip("/") or "/"
     return JSONResponse(build_openapi(list(request.app.routes), server_url=server_url))
