@@ -25,7 +25,6 @@ let notice = null;
 
 const ctx = {
   client,
-  refreshes: 0,
   go(name) {
     if (location.hash === `#/${name}`) render();
     else location.hash = `#/${name}`;
@@ -35,9 +34,6 @@ const ctx = {
   },
 };
 
-client.addEventListener("refreshed", () => {
-  ctx.refreshes += 1;
-});
 client.addEventListener("signedout", (event) => {
   const reasons = {
     signed_out: "You are signed out.",

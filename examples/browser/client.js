@@ -12,6 +12,8 @@
 const REFRESH_KEY = "supaguard.refresh_token";
 // Refresh this long before the access token expires (capped at half its lifetime).
 const REFRESH_MARGIN_MS = 60_000;
+// Never refresh more often than this, whatever the token lifetime says.
+const MIN_DELAY_MS = 5_000;
 // Codes that mean "try again later": the session is still good.
 const TRANSIENT = new Set([
   "rate_limited", "upstream_rate_limited", "upstream_unavailable", "upstream_circuit_open",
@@ -46,6 +48,8 @@ export class SupaguardClient extends EventTarget {
     this.session = null; // {access_token, expires_at, expires_in, user}
     this._refreshing = null;
     this._timer = null;
+    this._receivedAt = 0;
+    this.refreshes = 0; // successful refreshes by this tab, for the page to show
   }
 
   get signedIn() {
@@ -94,12 +98,13 @@ export class SupaguardClient extends EventTarget {
   async _refresh() {
     const body = this.mode === "bearer" ? { refresh_token: this.visibleRefreshToken } : undefined;
     try {
-      this._accept(await this._call("POST", "/api/v1/auth/refresh", body));
+      const session = await this._call("POST", "/api/v1/auth/refresh", body);
+      this.refreshes += 1;
+      this._accept(session);
     } catch (error) {
       if (error instanceof ApiError && error.sessionOver) this._drop("expired");
       throw error;
     }
-    this.dispatchEvent(new Event("refreshed"));
     return this.session;
   }
 
@@ -173,6 +178,7 @@ export class SupaguardClient extends EventTarget {
     const { refresh_token: refreshToken, ...rest } = session;
     if (this.mode === "bearer" && refreshToken) sessionStorage.setItem(REFRESH_KEY, refreshToken);
     this.session = rest;
+    this._receivedAt = Date.now();
     this._schedule();
     this.dispatchEvent(new Event("session"));
   }
@@ -184,17 +190,23 @@ export class SupaguardClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("signedout", { detail: reason }));
   }
 
+  // When the access token expires, by this browser's clock (ms since the epoch). Counted
+  // from `expires_in` at arrival, not from `expires_at`: a client clock that is off by
+  // minutes would otherwise refresh in a loop, or too late.
+  get expiresAt() {
+    return this.session ? this._receivedAt + this.session.expires_in * 1000 : null;
+  }
+
   // When the access token should be refreshed (ms since the epoch).
   get refreshAt() {
     if (!this.session) return null;
-    const expiresAt = this.session.expires_at * 1000;
     const margin = Math.min(REFRESH_MARGIN_MS, (this.session.expires_in * 1000) / 2);
-    return expiresAt - margin;
+    return this.expiresAt - margin;
   }
 
   _schedule(delay) {
     clearTimeout(this._timer);
-    const wait = delay ?? Math.max(0, this.refreshAt - Date.now());
+    const wait = delay ?? Math.max(MIN_DELAY_MS, this.refreshAt - Date.now());
     this._timer = setTimeout(() => this._scheduledRefresh(), wait);
   }
 

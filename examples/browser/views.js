@@ -116,7 +116,7 @@ export const account = {
       tokens.replaceChildren(
         row("Mode", client.mode === "cookie" ? "cookie (HttpOnly refresh cookie)" : "bearer (tokens in JSON)", "mode"),
         row("Access token", `…${s.access_token.slice(-12)} (memory only)`, "access-token"),
-        row("Expires", when(s.expires_at * 1000), "expires-at"),
+        row("Expires", when(client.expiresAt), "expires-at"),
         row("Refreshes at", when(client.refreshAt), "refresh-at"),
         row(
           "Refresh token",
@@ -124,7 +124,7 @@ export const account = {
           "refresh-token",
         ),
         row("document.cookie", JSON.stringify(document.cookie), "document-cookie"),
-        row("Refreshes so far", String(ctx.refreshes), "refresh-count"),
+        row("Refreshes so far", String(client.refreshes), "refresh-count"),
       );
     }
 

@@ -13,6 +13,7 @@ import functools
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -133,8 +134,8 @@ def register_and_sign_in(page: Page, email: str, tmp_path: Path, prefix: str) ->
     page.fill("#register-email", email)
     page.fill("#register-password", "short")
     page.click("#register-submit")
-    error = page.wait_for_selector("#register-status .error", timeout=WAIT_MS)
-    assert error.get_attribute("data-code") == "weak_password"
+    error = page.locator("#register-status .error")
+    assert error.get_attribute("data-code", timeout=WAIT_MS) == "weak_password"
     if prefix == "cookie":
         shot(page, tmp_path, "register-error")
     page.fill("#register-password", TEST_PASSWORD)
@@ -182,8 +183,8 @@ def test_every_flow_in_the_example_frontend(
             page.fill("#signin-email", "nobody@example.com")
             page.fill("#signin-password", "Wrong-password-1")
             page.click("#signin-submit")
-            error = page.wait_for_selector("#signin-status .error", timeout=WAIT_MS)
-            assert error.get_attribute("data-code") == "invalid_credentials"
+            error = page.locator("#signin-status .error")
+            assert error.get_attribute("data-code", timeout=WAIT_MS) == "invalid_credentials"
             shot(page, tmp_path, "signin-error")
         email = new_email()
         register_and_sign_in(page, email, tmp_path, mode)
@@ -288,11 +289,19 @@ def test_the_page_refreshes_before_the_access_token_expires(
         register_and_sign_in(page, new_email(), tmp_path, "")
         session = page.evaluate("window.supaguard.session")
         refresh_at = page.evaluate("window.supaguard.refreshAt")
-        assert 0 < session["expires_at"] * 1000 - refresh_at <= 60_000
+        assert 0 < page.evaluate("window.supaguard.expiresAt") - refresh_at <= 60_000
         page.clock.run_for(max(0, refresh_at - page.evaluate("Date.now()")) + 1_000)
-        page.wait_for_function(
-            "document.querySelector('#refresh-count')?.textContent === '1'", timeout=WAIT_MS
-        )
+        # Polled from here: the page's own timers (and Playwright's rAF polling) run on the
+        # fake clock.
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while page.evaluate("window.supaguard.refreshes") < 1:
+            assert time.monotonic() < deadline, "the page never refreshed by itself"
+            page.wait_for_timeout(50)
+        assert text(page, "#refresh-count") == "1"
+        # The page's clock is now ~59 min ahead of the server's: the next refresh is still
+        # a token lifetime away (counted from arrival), not an immediate loop.
+        ahead = page.evaluate("window.supaguard.refreshAt - Date.now()")
+        assert ahead > 3_000_000
         fresh = page.evaluate("window.supaguard.session.access_token")
         assert fresh != session["access_token"]
         me = httpx.get(server.url + f"{AUTH}/me", headers={"Authorization": f"Bearer {fresh}"})
