@@ -32,7 +32,7 @@ export class ApiError extends Error {
     this.retryAfter = retryAfter;
   }
   get transient() {
-    return TRANSIENT.has(this.code) || this.status === 0;
+    return TRANSIENT.has(this.code) || this.status === 0 || this.status >= 500;
   }
   // A refresh that failed like this means the session is over: sign in again.
   get sessionOver() {
