@@ -370,3 +370,20 @@ def test_origin_rule_is_exact() -> None:
     ):
         with pytest.raises(CsrfRejected):
             check_origin(bad, allowed=allowed, own=own)
+
+
+def test_a_bad_transport_setting_stops_start_up() -> None:
+    from app.settings import ConfigurationError
+
+    base = {
+        "SUPABASE_URL": "http://127.0.0.1:1",
+        "SUPABASE_ANON_KEY": "anon",
+        "SUPABASE_SERVICE_ROLE_KEY": "service",
+    }
+    for name, value in (
+        ("SESSION_TRANSPORT", "cookies"),
+        ("SESSION_COOKIE_SAMESITE", "none"),
+        ("SESSION_COOKIE_NAME", "bad name;"),
+    ):
+        with pytest.raises(ConfigurationError, match=name):
+            Settings.from_environ({**base, name: value})
