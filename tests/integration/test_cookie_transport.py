@@ -387,3 +387,16 @@ def test_a_bad_transport_setting_stops_start_up() -> None:
     ):
         with pytest.raises(ConfigurationError, match=name):
             Settings.from_environ({**base, name: value})
+
+
+async def test_openapi_documents_the_transport_header(
+    running_apps: Start, make_settings: SettingsFactory
+) -> None:
+    client = await running_apps(make_settings())
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("register", "login", "refresh", "logout"):
+        operation = paths[f"{AUTH}/{path}"]["post"]
+        names = [p["name"] for p in operation.get("parameters", [])]
+        assert "X-Session-Transport" in names, path
+        assert "403" in operation["responses"], path
+    assert "X-Session-Transport" not in str(paths[f"{AUTH}/me"])
