@@ -266,6 +266,25 @@ def test_every_flow_in_the_example_frontend(
             assert not [b for b in bodies if cookie["value"] in b or '"refresh_token":' in b]
         else:
             assert any('"refresh_token":' in b for b in bodies)
+
+        # Sign in through the form, then "sign out everywhere" ends every session.
+        page.fill("#signin-email", email)
+        page.fill("#signin-password", TEST_PASSWORD)
+        page.click("#signin-submit")
+        page.wait_for_selector("#me-email", timeout=WAIT_MS)
+        assert text(page, "#me-email") == email
+        assert (refresh_cookie(context) is not None) is (mode == "cookie")
+        elsewhere = httpx.post(
+            server.url + f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD}
+        ).json()
+        page.click("#signout-global")
+        page.wait_for_selector("body[data-view=signin] #notice", timeout=WAIT_MS)
+        assert refresh_cookie(context) is None
+        ended = httpx.get(
+            server.url + f"{AUTH}/me",
+            headers={"Authorization": f"Bearer {elsewhere['access_token']}"},
+        )
+        assert ended.status_code == 401
         page.close()
 
 
