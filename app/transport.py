@@ -17,11 +17,12 @@ transport_not_allowed``, never a silent switch.
 
 Every cookie-mode request that reads, sets or clears the cookie (login, register, refresh,
 logout) must come from an allowed page: ``Sec-Fetch-Site`` must not be ``cross-site`` or
-``none``, and ``Origin`` must be one of ``CORS_ORIGINS`` or the service's own origin (a
-cookie-mode request with neither header is refused too). Together with ``SameSite=Strict``
-and JSON-only bodies (a cross-origin JSON POST needs a CORS preflight that disallowed
-origins fail), that is the CSRF defence; routes authenticated by the bearer access token
-alone (``/me``, ``/sessions``) are not forgeable, since no browser attaches that header.
+``none``; unless it is ``same-origin``, ``Origin`` must be one of ``CORS_ORIGINS`` or the
+service's own origin (a cookie-mode request with neither header is refused too).
+Together with ``SameSite=Strict`` and JSON-only bodies (a cross-origin JSON POST needs a
+CORS preflight that disallowed origins fail), that is the CSRF defence; routes
+authenticated by the bearer access token alone (``/me``, ``/sessions``) are not
+forgeable, since no browser attaches that header.
 """
 
 from __future__ import annotations
@@ -93,13 +94,17 @@ def check_origin(headers: Mapping[str, str], *, allowed: frozenset[str], own: st
     origins, ``own`` the service's own origin."""
     site = headers.get("sec-fetch-site")
     origin = headers.get("origin")
-    if site is not None and site.strip().lower() not in _ALLOWED_SITES:
-        raise CsrfRejected(
-            f"Refused a cookie session request from another site (Sec-Fetch-Site: {site})."
-        )
-    if origin is None:
-        if site is not None and site.strip().lower() == "same-origin":
+    if site is not None:
+        site = site.strip().lower()
+        if site not in _ALLOWED_SITES:
+            raise CsrfRejected(
+                f"Refused a cookie session request from another site (Sec-Fetch-Site: {site})."
+            )
+        if site == "same-origin":
+            # The browser itself says the page is this service's own origin; no page can
+            # forge that, and it holds behind a proxy that rewrites Host.
             return
+    if origin is None:
         raise CsrfRejected("A cookie session request must carry an Origin header.")
     normalised = _normalise_origin(origin)
     if normalised != own and normalised not in allowed:

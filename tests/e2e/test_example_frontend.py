@@ -366,6 +366,16 @@ def test_tabs_refreshing_at_once_keep_the_cookie_session(
             assert me.status_code == 200, me.text
         again = first.evaluate("window.supaguard.refresh().then(() => true, (e) => e.code)")
         assert again is True
+        # The session ends elsewhere: the next call in a tab says so and shows sign-in.
+        ended = httpx.post(
+            server.url + f"{AUTH}/logout",
+            json={"scope": "global"},
+            headers={"Authorization": f"Bearer {results[1]['token']}"},
+        )
+        assert ended.status_code == 204
+        tabs[2].click("#reload-data")
+        tabs[2].wait_for_selector("body[data-view=signin] #notice", timeout=WAIT_MS)
+        assert "ended elsewhere" in text(tabs[2], "#notice")
 
 
 FORGERY = """<!doctype html><meta charset="utf-8"><title>a page on another origin</title>

@@ -359,6 +359,9 @@ def test_origin_rule_is_exact() -> None:
         {"origin": "https://APP.example.com/", "sec-fetch-site": "same-site"},
         {"origin": own},
         {"sec-fetch-site": "same-origin"},
+        # Behind a proxy that rewrites Host the own origin looks different; the browser's
+        # same-origin verdict still holds.
+        {"origin": "https://public.example.com", "sec-fetch-site": "same-origin"},
     ):
         check_origin(ok, allowed=allowed, own=own)
     for bad in (
@@ -367,6 +370,8 @@ def test_origin_rule_is_exact() -> None:
         {"origin": "https://app.example.co"},
         {"sec-fetch-site": "same-site"},
         {"origin": own, "sec-fetch-site": "none"},
+        {"origin": own, "sec-fetch-site": "cross-site"},
+        {"origin": "https://evil.test", "sec-fetch-site": "same-site"},
     ):
         with pytest.raises(CsrfRejected):
             check_origin(bad, allowed=allowed, own=own)
