@@ -405,3 +405,13 @@ async def test_openapi_documents_the_transport_header(
         assert "X-Session-Transport" in names, path
         assert "403" in operation["responses"], path
     assert "X-Session-Transport" not in str(paths[f"{AUTH}/me"])
+
+
+def test_kong_lets_the_transport_header_through() -> None:
+    """Kong answers CORS preflights itself: without the header in its list, a browser behind
+    Kong could never ask for the cookie transport."""
+    from tests.support.kong import kong_config
+
+    cors = {p["name"]: p["config"] for p in kong_config()["plugins"]}["cors"]
+    assert "X-Session-Transport" in cors["headers"]
+    assert cors["credentials"] is True
