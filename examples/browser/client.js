@@ -166,7 +166,13 @@ export class SupaguardClient extends EventTarget {
       throw new ApiError(0, { code: "network_error", detail: "The service cannot be reached." });
     }
     const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      // Not JSON (a proxy's error page): keep the status, there is no code to read.
+      data = { detail: `HTTP ${response.status} from ${path}` };
+    }
     if (!response.ok) {
       const retryAfter = Number(response.headers.get("Retry-After")) || null;
       throw new ApiError(response.status, data || {}, retryAfter);
@@ -185,9 +191,11 @@ export class SupaguardClient extends EventTarget {
 
   _drop(reason) {
     clearTimeout(this._timer);
+    const had = this.session !== null;
     this.session = null;
     sessionStorage.removeItem(REFRESH_KEY);
-    this.dispatchEvent(new CustomEvent("signedout", { detail: reason }));
+    // Only a session that existed can end (a first visit's resume() has none).
+    if (had) this.dispatchEvent(new CustomEvent("signedout", { detail: reason }));
   }
 
   // When the access token expires, by this browser's clock (ms since the epoch). Counted
