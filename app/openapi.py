@@ -28,7 +28,6 @@ SESSION: dict[str, Any] = {
         "token_type",
         "expires_in",
         "expires_at",
-        "refresh_token",
         "user",
     ],
     "properties": {
@@ -36,7 +35,11 @@ SESSION: dict[str, Any] = {
         "token_type": {"type": "string", "const": "bearer"},
         "expires_in": {"type": "integer"},
         "expires_at": {"type": "integer"},
-        "refresh_token": {"type": "string"},
+        "refresh_token": {
+            "type": "string",
+            "description": "Absent in the cookie session transport (docs/frontend.md): the "
+            "token is then only in the HttpOnly refresh cookie.",
+        },
         "user": {"$ref": "#/components/schemas/User"},
     },
 }
@@ -167,6 +170,8 @@ class Operation:
     secured: bool = False
     problems: tuple[int, ...] = ()
     extra_statuses: tuple[int, ...] = ()
+    # Takes X-Session-Transport (app/transport.py).
+    transport: bool = False
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -189,7 +194,8 @@ OPERATIONS: dict[str, Operation] = {
         ok_status=201,
         ok_schema=_ref("Registration"),
         body=RegisterBody,
-        problems=(*_BODY_ERRORS, 401, 409),
+        problems=(*_BODY_ERRORS, 401, 403, 409),
+        transport=True,
     ),
     "auth:login": Operation(
         "Sign in with email and password",
@@ -197,13 +203,15 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=_ref("Session"),
         body=LoginBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:refresh": Operation(
         "Rotate a refresh token",
         "auth",
         ok_schema=_ref("Session"),
         body=RefreshBody,
-        problems=(*_BODY_ERRORS, 401),
+        problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:logout": Operation(
         "End this session, the others, or all",
@@ -213,6 +221,7 @@ OPERATIONS: dict[str, Operation] = {
         body_required=False,
         secured=True,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:me": Operation(
         "The caller's identity", "auth", ok_schema=_ref("Me"), secured=True, problems=(401, 403)
@@ -288,9 +297,23 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
         for part in path.split("/")
         if part.startswith("{") and part.endswith("}")
     ]
+    if op.transport:
+        parameters.append(_TRANSPORT_PARAMETER)
     if parameters:
         spec["parameters"] = parameters
     return spec
+
+
+_TRANSPORT_PARAMETER: dict[str, Any] = {
+    "name": "X-Session-Transport",
+    "in": "header",
+    "required": False,
+    "description": "`cookie`: the refresh token travels only in an HttpOnly cookie scoped to "
+    "the refresh route (when SESSION_TRANSPORT offers it; otherwise 400 "
+    "transport_not_allowed). Cookie-mode requests must come from an allowed Origin (403 "
+    "csrf_rejected). See docs/frontend.md.",
+    "schema": {"type": "string", "enum": ["bearer", "cookie"]},
+}
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
