@@ -1,36 +1,38 @@
-"""Sessions, revocation and per-user state in Redis.
+"""Sessions, revocation, refresh-token records and per-user state in Redis.
 
-Keys (all under the configured prefix ``p``):
+The key layout and the scripts are in ``services.session_keys`` (one hash slot per user,
+so it runs unchanged on a Redis Cluster). A session is alive exactly while its hash
+exists, so a lost Redis fails closed. Every instance keeps a small in-process cache of
+these answers so an authenticated request costs no Redis round trip; every write publishes
+an invalidation from inside its script, and each instance evicts on receipt.
 
-    p s:{sid}          hash: user_id, created_at, last_seen_at, ip, user_agent   (TTL: session)
-    p u:{uid}:s        sorted set of the user's session ids by creation time      (TTL: session)
-    p u:{uid}:nbf      "not before": tokens issued earlier are refused           (TTL: session)
-    p u:{uid}:ban      present while the account is banned in this service
-    p invalidate       pub/sub channel: "s:{sid}", "u:{uid}" or "*"
-
-A session is alive exactly while its hash exists, so a lost Redis fails closed. Every
-instance keeps a small in-process cache of these answers so an authenticated request costs
-no Redis round trip; a writer publishes on ``invalidate`` after every change, and each
-instance evicts on receipt. The cache is trusted only while the subscription is provably
-alive (a message or a PONG within ``stale_after`` seconds); otherwise every check reads
-Redis, and a Redis outage answers 503, never a stale "yes".
+The cache is trusted only while the invalidation path is provably working end to end: each
+instance publishes its own numbered heartbeat every ``ping_interval`` through the normal
+write path and trusts the cache only while its latest heartbeat came back through its
+subscription within ``stale_after`` seconds. That holds on every topology (a subscription
+left on a demoted Sentinel master, a cluster node cut off from the bus, a dead socket all
+stop the heartbeats); a heartbeat that was published but never arrived means a message may
+have been lost, and the cache is cleared. Otherwise every check reads Redis, and a Redis
+outage answers 503, never a stale "yes".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from services import errors, metrics
+from services import session_keys as keys
+from services.redis_client import Durable, RedisClient
 
 log = structlog.get_logger("services.sessions")
 _SESSION_HIT = metrics.TOKEN_CACHE.labels("session_hit")
@@ -47,7 +49,8 @@ async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
         log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
         raise errors.RedisUnavailable(
             retry_after=1,
-            debug=f"Redis failed during {operation}: {type(exc).__name__}; check REDIS_URL",
+            debug=f"Redis failed during {operation}: {type(exc).__name__}; "
+            "check REDIS_URL and python -m app.diagnose",
         ) from exc
 
 
@@ -76,6 +79,15 @@ def _iso(epoch: float) -> str:
 
 
 @dataclass(frozen=True)
+class RefreshRecord:
+    """What Redis knows of a refresh token: its session, and whether it was rotated."""
+
+    uid: str
+    sid: str
+    used: bool
+
+
+@dataclass(frozen=True)
 class UserState:
     not_before: float
     banned: bool
@@ -98,13 +110,15 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         session_ttl: int,
         cache_size: int = 50_000,
         stale_after: float = 3.0,
         ping_interval: float = 1.0,
+        replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 250,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -118,42 +132,50 @@ class SessionStore:
         self._subscribed = False
         self._last_heard = 0.0
         self._listener: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None
         self._closing = False
-
-    # -- keys ------------------------------------------------------------------------
-
-    def _session_key(self, sid: str) -> str:
-        return f"{self.prefix}s:{sid}"
-
-    def _index_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:s"
-
-    def _nbf_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:nbf"
-
-    def _ban_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:ban"
+        # Heartbeats: "hb:<this instance>:<n>"; the ones published and not yet heard back.
+        self._instance = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._beat_prefix = f"hb:{self._instance}:"
+        self._beat_seq = 0
+        self._beats_pending: deque[int] = deque(maxlen=64)
+        self._beat_published = 0.0
+        self.subscription_error: str | None = None
+        self.durable = Durable(redis, replica_acks=replica_acks, timeout_ms=replica_ack_timeout_ms)
+        self._create = redis.register_script(keys.CREATE)
+        self._touch = redis.register_script(keys.TOUCH)
+        self._revoke = redis.register_script(keys.REVOKE)
+        self._set_publish = redis.register_script(keys.SET_AND_PUBLISH)
+        self._retire = redis.register_script(keys.RETIRE)
 
     # -- the invalidation listener ---------------------------------------------------
 
     async def start(self) -> None:
         self._closing = False
         self._listener = asyncio.create_task(self._listen(), name="session-invalidation")
+        self._beater = asyncio.create_task(self._heartbeats(), name="session-heartbeat")
 
     async def stop(self) -> None:
-        task, self._listener = self._listener, None
-        if task is None:
+        tasks = [t for t in (self._listener, self._beater) if t is not None]
+        self._listener = self._beater = None
+        if not tasks:
             return
         # redis-py's get_message(timeout=...) can swallow a cancellation, so the loop
         # also checks this flag; the wait is bounded either way.
         self._closing = True
-        task.cancel()
-        await asyncio.wait({task}, timeout=self._ping_interval * 2)
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=self._ping_interval * 2)
         self._distrust()
 
     @property
     def cache_trusted(self) -> bool:
         return self._subscribed and time.monotonic() - self._last_heard < self._stale_after
+
+    @property
+    def subscribed(self) -> bool:
+        """Subscribed, and this instance's own heartbeat came back recently."""
+        return self.cache_trusted
 
     async def _listen(self) -> None:
         backoff = 0.05
@@ -167,12 +189,13 @@ class SessionStore:
             except Exception as exc:  # Any failure: stop trusting the cache, then retry.
                 if self._subscribed:
                     log.warning("redis_subscription_lost", error=type(exc).__name__)
+                self.subscription_error = f"{type(exc).__name__}: {exc}"[:200]
                 self._distrust()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
     @contextlib.asynccontextmanager
-    async def _subscription(self) -> AsyncIterator[aioredis.client.PubSub]:
+    async def _subscription(self) -> AsyncIterator[Any]:
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.channel)
@@ -180,30 +203,73 @@ class SessionStore:
         finally:
             self._distrust()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
-    async def _pump(self, pubsub: aioredis.client.PubSub) -> None:
-        last_ping = 0.0
+    async def _pump(self, pubsub: Any) -> None:
+        subscribed_at = time.monotonic()
         while not self._closing:
-            now = time.monotonic()
-            if now - last_ping >= self._ping_interval:
-                await pubsub.ping()
-                last_ping = now
             message = await pubsub.get_message(timeout=self._ping_interval)
-            if message is None:
+            now = time.monotonic()
+            if message is not None:
+                kind = message.get("type")
+                if kind == "subscribe":
+                    # Everything cached before this moment may have missed an invalidation.
+                    self._clear()
+                    self._subscribed = True
+                    self.subscription_error = None
+                    subscribed_at = now
+                    log.info("redis_subscription_ready")
+                elif kind == "message":
+                    self._on_message(_text(message["data"]))
+                elif kind in ("unsubscribe", "sunsubscribe"):
+                    raise ConnectionError("the server ended the subscription")
+            # Our heartbeats are published but none comes back: this subscription is deaf
+            # (a demoted master, a node cut off from the cluster bus). Subscribe anew.
+            heard = max(self._last_heard, subscribed_at)
+            if self._beat_published > heard and now - heard > 2 * self._stale_after:
+                raise ConnectionError("own heartbeats do not arrive on this subscription")
+
+    async def _heartbeats(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._ping_interval)
+            if not self._subscribed:
                 continue
-            kind = message.get("type")
-            if kind == "subscribe":
-                # Everything cached before this moment may have missed an invalidation.
-                self._clear()
-                self._subscribed = True
-                log.info("redis_subscription_ready")
-            elif kind == "message":
-                self._evict(message["data"])
-            self._last_heard = time.monotonic()
+            self._beat_seq += 1
+            seq = self._beat_seq
+            self._beats_pending.append(seq)
+            try:
+                await self.redis.publish(self.channel, f"{self._beat_prefix}{seq}")
+                self._beat_published = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # No master right now: trust simply runs out.
+                with contextlib.suppress(ValueError):
+                    self._beats_pending.remove(seq)
+                log.debug("redis_heartbeat_failed", error=type(exc).__name__)
+
+    def _on_message(self, item: str) -> None:
+        if item.startswith("hb:"):
+            if item.startswith(self._beat_prefix):
+                self._heard_beat(int(item[len(self._beat_prefix) :]))
+            return
+        self._evict(item)
+
+    def _heard_beat(self, seq: int) -> None:
+        pending = self._beats_pending
+        lost = False
+        while pending and pending[0] < seq:
+            pending.popleft()  # Published before this one and never heard: a gap.
+            lost = True
+        if pending and pending[0] == seq:
+            pending.popleft()
+        if lost:
+            self._clear()
+        self._last_heard = time.monotonic()
 
     def _distrust(self) -> None:
         self._subscribed = False
+        self._last_heard = 0.0
+        self._beats_pending.clear()
         self._clear()
 
     def _clear(self) -> None:
@@ -211,9 +277,8 @@ class SessionStore:
         self._alive.clear()
         self._users.clear()
 
-    def _evict(self, data: bytes | str) -> None:
+    def _evict(self, item: str) -> None:
         self._generation += 1
-        item = data.decode() if isinstance(data, bytes) else data
         if item == "*":
             self._clear()
         elif item.startswith("s:"):
@@ -234,10 +299,12 @@ class SessionStore:
                 return alive, state
         _SESSION_MISS.inc()
         generation = self._generation
+        p = self.prefix
+        # One slot: one node, one round trip on every topology.
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._session_key(sid))
-            pipe.get(self._nbf_key(uid))
-            pipe.exists(self._ban_key(uid))
+            pipe.exists(keys.session_key(p, uid, sid))
+            pipe.get(keys.nbf_key(p, uid))
+            pipe.exists(keys.ban_key(p, uid))
             exists, nbf, banned = await redis_call("session_check", pipe.execute())
         alive = bool(exists)
         state = UserState(not_before=float(nbf or 0), banned=bool(banned))
@@ -249,69 +316,65 @@ class SessionStore:
     # -- writes ----------------------------------------------------------------------
 
     async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> None:
-        now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._session_key(sid),
-                mapping={
-                    "user_id": uid,
-                    "created_at": now,
-                    "last_seen_at": now,
-                    "ip": ip,
-                    "user_agent": user_agent[:256],
-                },
-            )
-            pipe.expire(self._session_key(sid), self.session_ttl)
-            pipe.zadd(self._index_key(uid), {sid: now})
-            pipe.expire(self._index_key(uid), self.session_ttl)
-            pipe.publish(self.channel, f"s:{sid}")
-            await redis_call("session_create", pipe.execute())
+        p = self.prefix
+        await redis_call(
+            "session_create",
+            self.durable.run(
+                self._create,
+                [keys.session_key(p, uid, sid), keys.index_key(p, uid)],
+                [self.session_ttl, ip, user_agent[:256], sid, self.channel],
+            ),
+        )
 
     async def touch(self, sid: str, uid: str, *, ip: str | None = None) -> bool:
         """Mark a session used (on refresh) and extend its life; False if it is gone."""
-        key = self._session_key(sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
-            pipe.hset(key, "last_seen_at", time.time())
-            if ip:
-                pipe.hset(key, "ip", ip)
-            pipe.expire(key, self.session_ttl)
-            pipe.expire(self._index_key(uid), self.session_ttl)
-            exists, *_ = await redis_call("session_touch", pipe.execute())
-        if not exists:
-            # hset just recreated a partial hash; remove it again.
-            await redis_call("session_touch", self.redis.delete(key))
-        return bool(exists)
+        p = self.prefix
+        found = await redis_call(
+            "session_touch",
+            self._touch(
+                keys=[keys.session_key(p, uid, sid), keys.index_key(p, uid)],
+                args=[self.session_ttl, ip or "", sid],
+            ),
+        )
+        return bool(found)
 
-    async def get(self, sid: str) -> SessionInfo | None:
-        raw = await redis_call("session_get", self.redis.hgetall(self._session_key(sid)))
-        return _session_info(sid, raw) if raw else None
+    async def get(self, sid: str, uid: str) -> SessionInfo | None:
+        key = keys.session_key(self.prefix, uid, sid)
+        raw = await redis_call("session_get", self.redis.hgetall(key))
+        return _session_info(sid, uid, raw) if raw else None
 
     async def list_for_user(self, uid: str) -> list[SessionInfo]:
-        sids = await redis_call("session_list", self.redis.zrange(self._index_key(uid), 0, -1))
+        p = self.prefix
+        index = keys.index_key(p, uid)
+        sids = await redis_call(
+            "session_list", self.redis.zrangebyscore(index, f"({int(time.time())}", "+inf")
+        )
         if not sids:
             return []
-        ids: list[str] = [s.decode() if isinstance(s, bytes) else str(s) for s in sids]
+        ids = [_text(s) for s in sids]
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in ids:
-                pipe.hgetall(self._session_key(sid))
+                pipe.hgetall(keys.session_key(p, uid, sid))
             rows = await redis_call("session_list", pipe.execute())
-        found = [_session_info(sid, raw) for sid, raw in zip(ids, rows, strict=True) if raw]
+        found = [_session_info(sid, uid, raw) for sid, raw in zip(ids, rows, strict=True) if raw]
         gone = [sid for sid, raw in zip(ids, rows, strict=True) if not raw]
-        if gone:
-            await redis_call("session_list", self.redis.zrem(self._index_key(uid), *gone))
+        if gone:  # Only after an eviction under maxmemory: the index follows the hashes.
+            await redis_call("session_list", self.redis.zrem(index, *gone))
         return found
 
     async def revoke(self, uid: str, sids: Iterable[str]) -> None:
         ids = list(sids)
-        if not ids:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(self._session_key(sid) for sid in ids))
-            pipe.zrem(self._index_key(uid), *ids)
-            for sid in ids:
-                pipe.publish(self.channel, f"s:{sid}")
-            await redis_call("session_revoke", pipe.execute())
+        p = self.prefix
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            await redis_call(
+                "session_revoke",
+                self.durable.run(
+                    self._revoke,
+                    [keys.index_key(p, uid), *(keys.session_key(p, uid, s) for s in chunk)],
+                    [self.channel, *chunk],
+                ),
+            )
 
     async def revoke_all(self, uid: str, *, keep: str | None = None) -> list[str]:
         """End every session of a user (but ``keep``); without ``keep``, also refuse every
@@ -324,40 +387,94 @@ class SessionStore:
         return doomed
 
     async def set_not_before(self, uid: str, when: float) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # Token iat has one-second resolution; round up so a token from this very
-            # second is refused too.
-            pipe.set(self._nbf_key(uid), int(when) + 1, ex=self.session_ttl)
-            pipe.publish(self.channel, f"u:{uid}")
-            await redis_call("user_not_before", pipe.execute())
+        # Token iat has one-second resolution; round up so a token from this very second
+        # is refused too.
+        await self._write_user(
+            "user_not_before", keys.nbf_key(self.prefix, uid), str(int(when) + 1), uid
+        )
 
     async def set_banned(self, uid: str, banned: bool) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if banned:
-                pipe.set(self._ban_key(uid), 1)
-            else:
-                pipe.delete(self._ban_key(uid))
-            pipe.publish(self.channel, f"u:{uid}")
-            await redis_call("user_ban", pipe.execute())
+        await self._write_user(
+            "user_ban", keys.ban_key(self.prefix, uid), "1" if banned else "", uid, ttl=0
+        )
+
+    async def _write_user(
+        self, operation: str, key: str, value: str, uid: str, *, ttl: int | None = None
+    ) -> None:
+        args = [value, self.session_ttl if ttl is None else ttl, self.channel, f"u:{uid}"]
+        await redis_call(operation, self.durable.run(self._set_publish, [key], args))
 
     async def user_state(self, uid: str) -> UserState:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self._nbf_key(uid))
-            pipe.exists(self._ban_key(uid))
+            pipe.get(keys.nbf_key(self.prefix, uid))
+            pipe.exists(keys.ban_key(self.prefix, uid))
             nbf, banned = await redis_call("user_state", pipe.execute())
         return UserState(not_before=float(nbf or 0), banned=bool(banned))
 
+    # -- refresh-token records -------------------------------------------------------
 
-def _session_info(sid: str, raw: dict[Any, Any]) -> SessionInfo:
+    def refresh_key(self, refresh_token: str) -> str:
+        return keys.refresh_key(self.prefix, refresh_token)
+
+    async def remember_refresh(self, refresh_token: str, uid: str, sid: str) -> None:
+        await redis_call(
+            "refresh",
+            self.durable.write(self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl),
+        )
+
+    async def refresh_record(self, refresh_token: str) -> RefreshRecord | None:
+        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token)))
+        if raw is None:
+            return None
+        value = _text(raw)
+        used = value.startswith("!")
+        uid, _, sid = value.lstrip("!").partition(" ")
+        return RefreshRecord(uid=uid, sid=sid, used=used)
+
+    async def grace_answer(self, refresh_token: str) -> str | None:
+        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token) + ":g"))
+        return None if raw is None else _text(raw)
+
+    async def rotate_refresh(
+        self,
+        old_token: str,
+        new_token: str,
+        *,
+        uid: str,
+        sid: str,
+        answer: str,
+        grace_ms: int,
+        used_ttl: int,
+    ) -> None:
+        """The new token first (its own slot), then the old one marked used with the answer
+        shared during the grace window (the old token's slot): two single-slot steps, so a
+        crash between them leaves a known new token and an old one Supabase still refuses."""
+        await self.remember_refresh(new_token, uid, sid)
+        old = self.refresh_key(old_token)
+        await redis_call(
+            "refresh",
+            self.durable.run(
+                self._retire,
+                [old, old + ":g"],
+                [f"!{uid} {sid}", max(1, min(used_ttl, self.session_ttl)), answer, grace_ms],
+            ),
+        )
+
+
+def _session_info(sid: str, uid: str, raw: dict[Any, Any]) -> SessionInfo:
     data = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in raw.items()
     }
     return SessionInfo(
         id=sid,
-        user_id=data.get("user_id", ""),
-        created_at=float(data.get("created_at", 0)),
-        last_seen_at=float(data.get("last_seen_at", 0)),
+        user_id=uid,
+        created_at=float(data.get("c", 0)),
+        last_seen_at=float(data.get("l", 0)),
         ip=data.get("ip", ""),
-        user_agent=data.get("user_agent", ""),
+        user_agent=data.get("ua", ""),
     )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
