@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
@@ -39,7 +40,6 @@ from redis.exceptions import (
     RedisError,
     TimeoutError,
 )
-from redis.asyncio.retry import Retry
 
 RedisClient = aioredis.Redis | RedisCluster
 Topology = Literal["single", "sentinel", "cluster"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from services import errors, metrics
@@ -196,6 +197,8 @@ class SessionStore:
 
     @contextlib.asynccontextmanager
     async def _subscription(self) -> AsyncIterator[Any]:
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()  # The slot map picks the node to subscribe on.
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(self.channel)
