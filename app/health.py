@@ -25,8 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.state import redis_config
 from services import errors, metrics
 from services.breaker import BreakerState
+from services.redis_probe import CommandProbe, write_probe
 
 if TYPE_CHECKING:
     from app.state import Services
@@ -90,18 +92,42 @@ async def _probe_upstream(gateway: SupabaseGateway, cap: float) -> Check:
     return Check(ok=ok, state=state, latency_ms=_ms(started))
 
 
+_COMMAND_PROBE = CommandProbe()
+
+
 async def _check_redis(services: Services, cap: float) -> Check:
+    """A real write and the role (not only PING), every command the ACL must allow (cached
+    30 s while it passes), and the invalidation subscription: each failure says why."""
     started = time.perf_counter()
+    settings = services.settings
+    prefix = settings.redis_key_prefix
     try:
         with anyio.fail_after(cap):
-            await services.redis.ping()
+            probe = await write_probe(services.redis, prefix)
+            if probe.ok:
+                acl = await _COMMAND_PROBE.check(
+                    services.redis, prefix, replica_acks=settings.redis_min_replica_acks
+                )
+                if not acl.ok:
+                    probe = acl
     except TimeoutError:
         return Check(ok=False, state="timeout", latency_ms=_ms(started))
-    except Exception as exc:  # Redis or socket failure: readiness reports, never raises.
-        metrics.REDIS_ERRORS.labels("ping").inc()
-        log.warning("redis_unavailable", operation="ping", error=type(exc).__name__)
-        return Check(ok=False, state="unreachable", latency_ms=_ms(started))
-    return Check(ok=True, state="ok", latency_ms=_ms(started))
+    extra: dict[str, Any] = {"topology": redis_config(settings).topology}
+    if probe.role:
+        extra["role"] = probe.role
+    if not probe.ok:
+        metrics.REDIS_ERRORS.labels("ready_probe").inc()
+        log.warning("redis_not_ready", state=probe.state, reason=probe.detail)
+        extra["reason"] = probe.detail
+        return Check(ok=False, state=probe.state, latency_ms=_ms(started), extra=extra)
+    sessions = services.sessions
+    extra["cache_trusted"] = sessions.cache_trusted
+    if not sessions.subscription_active:
+        extra["reason"] = "no invalidation subscription: " + (
+            sessions.subscription_error or "not established yet"
+        )
+        return Check(ok=False, state="subscription_missing", latency_ms=_ms(started), extra=extra)
+    return Check(ok=True, state="ok", latency_ms=_ms(started), extra=extra)
 
 
 async def _check_jwks(services: Services, cap: float) -> Check:

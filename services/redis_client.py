@@ -53,6 +53,7 @@ class NotReplicated(RedisError):
 # docs/redis.md builds the minimal ACL from this list; tests run the flow with exactly it.
 REQUIRED_COMMANDS: tuple[str, ...] = (
     "ping",
+    "role",
     "get",
     "set",
     "del",

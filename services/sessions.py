@@ -155,6 +155,12 @@ class SessionStore:
         self._closing = False
         self._listener = asyncio.create_task(self._listen(), name="session-invalidation")
         self._beater = asyncio.create_task(self._heartbeats(), name="session-heartbeat")
+        # Bounded: a Redis that is down at start is reported by readiness, not waited for.
+        deadline = time.monotonic() + 1.0
+        while not self._subscribed and self.subscription_error is None:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
         tasks = [t for t in (self._listener, self._beater) if t is not None]
@@ -174,9 +180,10 @@ class SessionStore:
         return self._subscribed and time.monotonic() - self._last_heard < self._stale_after
 
     @property
-    def subscribed(self) -> bool:
-        """Subscribed, and this instance's own heartbeat came back recently."""
-        return self.cache_trusted
+    def subscription_active(self) -> bool:
+        """The server confirmed the subscription (the cache is trusted once, in addition,
+        this instance's own heartbeat comes back through it)."""
+        return self._subscribed
 
     async def _listen(self) -> None:
         backoff = 0.05
@@ -234,7 +241,8 @@ class SessionStore:
 
     async def _heartbeats(self) -> None:
         while not self._closing:
-            await asyncio.sleep(self._ping_interval)
+            # Soon after (re)subscribing, so the cache is trusted within milliseconds.
+            await asyncio.sleep(self._ping_interval if self.cache_trusted else 0.05)
             if not self._subscribed:
                 continue
             self._beat_seq += 1
@@ -350,7 +358,7 @@ class SessionStore:
         p = self.prefix
         index = keys.index_key(p, uid)
         sids = await redis_call(
-            "session_list", self.redis.zrangebyscore(index, f"({int(time.time())}", "+inf")
+            "session_list", self.redis.zrange(index, f"({int(time.time())}", "+inf", byscore=True)
         )
         if not sids:
             return []
