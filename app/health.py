@@ -189,7 +189,11 @@ async def ready(request: Request) -> Response:
     services = request.app.state.services
     probe: UpstreamProbe = request.app.state.upstream_probe
     settings = services.settings
-    redis_cap = min(READY_CAP_SECONDS, max(settings.redis_timeout_seconds, 0.1))
+    # Room for the client's own retries, so a replica says "read_only", not "timeout".
+    redis_cap = min(
+        READY_CAP_SECONDS,
+        max(settings.redis_timeout_seconds * (settings.redis_retries + 1), 0.1),
+    )
     results: dict[str, Check] = {}
 
     async def run(name: str, coro: Awaitable[Check]) -> None:

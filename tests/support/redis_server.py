@@ -26,9 +26,12 @@ def answers(host: str, port: int, *, tls: ssl.SSLContext | None = None) -> bool:
     """Does a Redis answer PING at host:port?"""
     try:
         with socket.create_connection((host, port), timeout=0.5) as raw:
-            sock = tls.wrap_socket(raw, server_hostname=host) if tls else raw
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            if tls is None:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            with tls.wrap_socket(raw, server_hostname=host) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 

@@ -35,7 +35,7 @@ class Instance:
 
 
 def topology_settings(auth: LocalAuth, redis_url: str, prefix: str, **extra: Any) -> Settings:
-    env = app_env(auth, redis_url, prefix, rate_limit_enabled="false", **extra)
+    env = app_env(auth, redis_url, prefix, **{"rate_limit_enabled": "false", **extra})
     return Settings.from_environ(env)
 
 
