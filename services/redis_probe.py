@@ -99,7 +99,7 @@ async def command_probe(client: RedisClient, prefix: str, *, replica_acks: int =
     """Try every command the service needs on probe keys; the ones the ACL refuses."""
     started = time.perf_counter()
     tag = probe_key(prefix, f"acl:{_INSTANCE}")
-    k, h, z, st = f"{tag}:k", f"{tag}:h", f"{tag}:z", f"{tag}:st"
+    k, h, st = f"{tag}:k", f"{tag}:h", f"{tag}:st"
     channel = f"{prefix}invalidate"
     script = client.register_script("return 1")
     attempts: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -110,22 +110,21 @@ async def command_probe(client: RedisClient, prefix: str, *, replica_acks: int =
         "exists": lambda: client.exists(k),
         "expire": lambda: client.expire(k, 10),
         "pexpire": lambda: client.pexpire(k, 10_000),
-        "pttl": lambda: client.pttl(k),
+        "ttl": lambda: client.ttl(k),
+        "persist": lambda: client.persist(k),
         "hset": lambda: client.hset(h, "f", "1"),
         "hget": lambda: client.hget(h, "f"),
+        "hmget": lambda: client.hmget(h, ["f", "g"]),
+        "hexists": lambda: client.hexists(h, "f"),
         "hgetall": lambda: client.hgetall(h),
-        "zadd": lambda: client.zadd(z, {"m": 1}),
-        "zrange": lambda: client.zrange(z, 0, -1),
-        "zrem": lambda: client.zrem(z, "m"),
-        "zremrangebyscore": lambda: client.zremrangebyscore(z, "-inf", 0),
-        "zcard": lambda: client.zcard(z),
+        "hdel": lambda: client.hdel(h, "g"),
         "sadd": lambda: client.sadd(st, "m"),
         "sismember": lambda: client.sismember(st, "m"),
         "time": lambda: client.time(),
         "publish": lambda: client.publish(channel, "probe"),
         "script|load": lambda: client.script_load("return 1"),
         "evalsha": lambda: script(keys=[k]),
-        "del": lambda: client.delete(k, h, z, st),
+        "del": lambda: client.delete(k, h, st),
     }
     if replica_acks > 0 and not isinstance(client, RedisCluster):
         attempts[WAIT_COMMAND] = lambda: client.execute_command("WAIT", 0, 1)  # type: ignore[no-untyped-call]

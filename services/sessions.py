@@ -63,6 +63,7 @@ class SessionInfo:
     last_seen_at: float
     ip: str
     user_agent: str
+    expires: float = 0.0
 
     def to_json(self, *, current_id: str | None) -> dict[str, Any]:
         return {
@@ -146,7 +147,7 @@ class SessionStore:
         self._create = redis.register_script(keys.CREATE)
         self._touch = redis.register_script(keys.TOUCH)
         self._revoke = redis.register_script(keys.REVOKE)
-        self._set_publish = redis.register_script(keys.SET_AND_PUBLISH)
+        self._set_field = redis.register_script(keys.SET_USER_FIELD)
         self._retire = redis.register_script(keys.RETIRE)
 
     # -- the invalidation listener ---------------------------------------------------
@@ -310,15 +311,13 @@ class SessionStore:
                 return alive, state
         _SESSION_MISS.inc()
         generation = self._generation
-        p = self.prefix
-        # One slot: one node, one round trip on every topology.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(keys.session_key(p, uid, sid))
-            pipe.get(keys.nbf_key(p, uid))
-            pipe.exists(keys.ban_key(p, uid))
-            exists, nbf, banned = await redis_call("session_check", pipe.execute())
-        alive = bool(exists)
-        state = UserState(not_before=float(nbf or 0), banned=bool(banned))
+        # One key, one command: one round trip on every topology.
+        value, nbf, banned = await redis_call(
+            "session_check",
+            self.redis.hmget(keys.user_key(self.prefix, uid), [sid, keys.NOT_BEFORE, keys.BANNED]),
+        )
+        alive = value is not None and keys.parse_session(_text(value))[0] > time.time()
+        state = UserState(not_before=float(nbf or 0), banned=banned is not None)
         if generation == self._generation and self.cache_trusted:
             self._alive.put(sid, alive)
             self._users.put(uid, state)
@@ -327,65 +326,57 @@ class SessionStore:
     # -- writes ----------------------------------------------------------------------
 
     async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> None:
-        p = self.prefix
         await redis_call(
             "session_create",
             self.durable.run(
                 self._create,
-                [keys.session_key(p, uid, sid), keys.index_key(p, uid)],
-                [self.session_ttl, ip, user_agent[:256], sid, self.channel],
+                [keys.user_key(self.prefix, uid)],
+                [self.session_ttl, _clean(ip), _clean(user_agent[:256]), sid, self.channel],
             ),
         )
+        self._evict(f"s:{sid}")
 
     async def touch(self, sid: str, uid: str, *, ip: str | None = None) -> bool:
         """Mark a session used (on refresh) and extend its life; False if it is gone."""
-        p = self.prefix
         found = await redis_call(
             "session_touch",
             self._touch(
-                keys=[keys.session_key(p, uid, sid), keys.index_key(p, uid)],
-                args=[self.session_ttl, ip or "", sid],
+                keys=[keys.user_key(self.prefix, uid)],
+                args=[self.session_ttl, _clean(ip or ""), sid],
             ),
         )
         return bool(found)
 
     async def get(self, sid: str, uid: str) -> SessionInfo | None:
-        key = keys.session_key(self.prefix, uid, sid)
-        raw = await redis_call("session_get", self.redis.hgetall(key))
-        return _session_info(sid, uid, raw) if raw else None
+        raw = await redis_call("session_get", self.redis.hget(keys.user_key(self.prefix, uid), sid))
+        info = None if raw is None else _session_info(sid, uid, _text(raw))
+        return info if info is not None and info.expires > time.time() else None
 
     async def list_for_user(self, uid: str) -> list[SessionInfo]:
-        p = self.prefix
-        index = keys.index_key(p, uid)
-        sids = await redis_call(
-            "session_list", self.redis.zrange(index, f"({int(time.time())}", "+inf", byscore=True)
-        )
-        if not sids:
-            return []
-        ids = [_text(s) for s in sids]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in ids:
-                pipe.hgetall(keys.session_key(p, uid, sid))
-            rows = await redis_call("session_list", pipe.execute())
-        found = [_session_info(sid, uid, raw) for sid, raw in zip(ids, rows, strict=True) if raw]
-        gone = [sid for sid, raw in zip(ids, rows, strict=True) if not raw]
-        if gone:  # Only after an eviction under maxmemory: the index follows the hashes.
-            await redis_call("session_list", self.redis.zrem(index, *gone))
+        raw = await redis_call("session_list", self.redis.hgetall(keys.user_key(self.prefix, uid)))
+        now = time.time()
+        found = []
+        for field, value in raw.items():
+            sid = _text(field)
+            if not sid.startswith("!"):
+                info = _session_info(sid, uid, _text(value))
+                if info.expires > now:
+                    found.append(info)
         return found
 
     async def revoke(self, uid: str, sids: Iterable[str]) -> None:
         ids = list(sids)
-        p = self.prefix
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             await redis_call(
                 "session_revoke",
                 self.durable.run(
-                    self._revoke,
-                    [keys.index_key(p, uid), *(keys.session_key(p, uid, s) for s in chunk)],
-                    [self.channel, *chunk],
+                    self._revoke, [keys.user_key(self.prefix, uid)], [self.channel, *chunk]
                 ),
             )
+            # Read-your-writes here at once; other instances evict on the message.
+            for sid in chunk:
+                self._evict(f"s:{sid}")
 
     async def revoke_all(self, uid: str, *, keep: str | None = None) -> list[str]:
         """End every session of a user (but ``keep``); without ``keep``, also refuse every
@@ -400,27 +391,23 @@ class SessionStore:
     async def set_not_before(self, uid: str, when: float) -> None:
         # Token iat has one-second resolution; round up so a token from this very second
         # is refused too.
-        await self._write_user(
-            "user_not_before", keys.nbf_key(self.prefix, uid), str(int(when) + 1), uid
-        )
+        await self._write_user("user_not_before", uid, keys.NOT_BEFORE, str(int(when) + 1))
 
     async def set_banned(self, uid: str, banned: bool) -> None:
-        await self._write_user(
-            "user_ban", keys.ban_key(self.prefix, uid), "1" if banned else "", uid, ttl=0
-        )
+        await self._write_user("user_ban", uid, keys.BANNED, "1" if banned else "")
 
-    async def _write_user(
-        self, operation: str, key: str, value: str, uid: str, *, ttl: int | None = None
-    ) -> None:
-        args = [value, self.session_ttl if ttl is None else ttl, self.channel, f"u:{uid}"]
-        await redis_call(operation, self.durable.run(self._set_publish, [key], args))
+    async def _write_user(self, operation: str, uid: str, field: str, value: str) -> None:
+        args = [field, value, self.session_ttl, self.channel, f"u:{uid}"]
+        key = keys.user_key(self.prefix, uid)
+        await redis_call(operation, self.durable.run(self._set_field, [key], args))
+        self._evict(f"u:{uid}")
 
     async def user_state(self, uid: str) -> UserState:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.nbf_key(self.prefix, uid))
-            pipe.exists(keys.ban_key(self.prefix, uid))
-            nbf, banned = await redis_call("user_state", pipe.execute())
-        return UserState(not_before=float(nbf or 0), banned=bool(banned))
+        nbf, banned = await redis_call(
+            "user_state",
+            self.redis.hmget(keys.user_key(self.prefix, uid), [keys.NOT_BEFORE, keys.BANNED]),
+        )
+        return UserState(not_before=float(nbf or 0), banned=banned is not None)
 
     # -- refresh-token records -------------------------------------------------------
 
@@ -472,19 +459,22 @@ class SessionStore:
         )
 
 
-def _session_info(sid: str, uid: str, raw: dict[Any, Any]) -> SessionInfo:
-    data = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
+def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
+    expires, created, last, ip, agent = keys.parse_session(value)
     return SessionInfo(
         id=sid,
         user_id=uid,
-        created_at=float(data.get("c", 0)),
-        last_seen_at=float(data.get("l", 0)),
-        ip=data.get("ip", ""),
-        user_agent=data.get("ua", ""),
+        created_at=float(created),
+        last_seen_at=float(last),
+        ip=ip,
+        user_agent=agent,
+        expires=float(expires),
     )
+
+
+def _clean(value: str) -> str:
+    """Fields are "|"-separated; the user agent is last, but an IP never holds one."""
+    return value.replace("|", "/")
 
 
 def _text(value: Any) -> str:

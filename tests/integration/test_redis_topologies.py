@@ -104,17 +104,11 @@ async def test_cluster_runs_the_flow_with_each_user_in_one_slot(
     assert owners
     assert all(len(ports) == 1 for ports in owners.values())
     assert len({p for ports in owners.values() for p in ports}) >= 2
-    uid = "6f1d0c9e-0000-4000-8000-000000000001"
-    slots = {
-        key_slot(key.encode())
-        for key in (
-            session_keys.session_key(prefix, uid, "s1"),
-            session_keys.index_key(prefix, uid),
-            session_keys.nbf_key(prefix, uid),
-            session_keys.ban_key(prefix, uid),
-        )
-    }
-    assert len(slots) == 1
+    # A refresh token's keys (record, grace answer, lock) share one slot too.
+    token_key = session_keys.refresh_key(prefix, "some-refresh-token")
+    assert (
+        len({key_slot(k.encode()) for k in (token_key, token_key + ":g", token_key + ":lock")}) == 1
+    )
 
 
 def _lost(group: SentinelGroup, prefix: str, acknowledged: list[tuple[str, str]]) -> int:
@@ -122,7 +116,7 @@ def _lost(group: SentinelGroup, prefix: str, acknowledged: list[tuple[str, str]]
     try:
         pipe = client.pipeline(transaction=False)
         for uid, sid in acknowledged:
-            pipe.exists(session_keys.session_key(prefix, uid, sid))
+            pipe.hexists(session_keys.user_key(prefix, uid), sid)
         return sum(1 for found in pipe.execute() if not found)
     finally:
         client.close()
