@@ -148,6 +148,7 @@ class SentinelGroup:
     master: RedisServer
     replica: RedisServer
     sentinels: list[RedisServer]
+    replicas: list[RedisServer] = field(default_factory=list)
     name: str = "mymaster"
     servers: dict[int, RedisServer] = field(default_factory=dict)
 
@@ -197,9 +198,11 @@ class SentinelGroup:
                 client = self.current_master().client(socket_timeout=1)
                 try:
                     info = client.info("replication")
-                    if int(info.get("connected_slaves", 0)) >= 1 and "online" in str(
-                        info.get("slave0", "")
-                    ):
+                    wanted = max(1, len(self.replicas))
+                    online = sum(
+                        1 for i in range(wanted) if "online" in str(info.get(f"slave{i}", ""))
+                    )
+                    if int(info.get("connected_slaves", 0)) >= wanted and online == wanted:
                         return
                 finally:
                     client.close()
@@ -215,7 +218,7 @@ class SentinelGroup:
                     client = sentinel.client(socket_timeout=1)
                     try:
                         replicas = command(client, "SENTINEL", "REPLICAS", self.name)
-                        if replicas:
+                        if len(replicas) >= max(1, len(self.replicas)):
                             ok += 1
                     finally:
                         client.close()
@@ -229,20 +232,25 @@ _FAST_REPL = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
 
 
 @contextmanager
-def sentinel_group(workdir: Path, *, down_after_ms: int = 1000) -> Iterator[SentinelGroup]:
-    """1 master, 1 replica, 3 sentinels (quorum 2), all on free ports."""
+def sentinel_group(
+    workdir: Path, *, down_after_ms: int = 1000, replicas: int = 1
+) -> Iterator[SentinelGroup]:
+    """1 master, ``replicas`` replicas, 3 sentinels (quorum 2), all on free ports."""
     started: list[RedisServer] = []
     try:
         master = RedisServer(free_port(), workdir / "master", args=_FAST_REPL)
         master.start()
         started.append(master)
-        replica = RedisServer(
-            free_port(),
-            workdir / "replica",
-            args=(*_FAST_REPL, "--replicaof", "127.0.0.1", str(master.port)),
-        )
-        replica.start()
-        started.append(replica)
+        copies = []
+        for index in range(replicas):
+            replica = RedisServer(
+                free_port(),
+                workdir / f"replica{index}",
+                args=(*_FAST_REPL, "--replicaof", "127.0.0.1", str(master.port)),
+            )
+            replica.start()
+            started.append(replica)
+            copies.append(replica)
         sentinels: list[RedisServer] = []
         for index in range(3):
             port = free_port()
@@ -260,8 +268,8 @@ def sentinel_group(workdir: Path, *, down_after_ms: int = 1000) -> Iterator[Sent
             sentinel.start()
             started.append(sentinel)
             sentinels.append(sentinel)
-        group = SentinelGroup(master, replica, sentinels)
-        group.servers = {master.port: master, replica.port: replica}
+        group = SentinelGroup(master, copies[0], sentinels, replicas=copies)
+        group.servers = {master.port: master, **{r.port: r for r in copies}}
         group.wait_replica_linked()
         group.wait_sentinels_see_replica()
         yield group
