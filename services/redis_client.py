@@ -76,9 +76,10 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     "evalsha",
     "script|load",
 )
-# Only with REDIS_MIN_REPLICA_ACKS > 0, and only on a cluster.
+# With REDIS_MIN_REPLICA_ACKS > 0.
 WAIT_COMMAND = "wait"
-CLUSTER_COMMANDS: tuple[str, ...] = ("cluster|slots", "cluster|shards", "command", "readonly")
+# On a Cluster, for the client to read the slot map and the commands' key positions.
+CLUSTER_COMMANDS: tuple[str, ...] = ("cluster|slots", "command")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from app import diagnose
-from services.redis_client import REQUIRED_COMMANDS
+from services.redis_client import CLUSTER_COMMANDS, REQUIRED_COMMANDS
 from tests.conftest import app_env
 from tests.support.localauth import LocalAuth
-from tests.support.redis_server import RedisServer, add_acl_user, free_port
+from tests.support.redis_server import RedisServer, add_acl_user, free_port, redis_cluster
 from tests.support.tls import Pki, make_pki
 from tests.support.topology import instances, run_flow, topology_settings
 
@@ -122,6 +122,22 @@ async def test_acl_user_with_exactly_the_documented_commands_runs_the_flow(
     assert await _diagnose(app_env(localauth, url, prefix), out) == 0
     for check in ("redis", "redis_write", "redis_commands", "redis_subscription"):
         assert f"[ OK ] {check}" in out.getvalue()
+
+
+async def test_acl_user_on_a_cluster_with_the_documented_commands_runs_the_flow(
+    localauth: LocalAuth, tmp_path: Path, prefix: str
+) -> None:
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        for node in cluster.nodes:
+            add_acl_user(
+                node, "app", "pw", prefix=prefix, commands=[*REQUIRED_COMMANDS, *CLUSTER_COMMANDS]
+            )
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in cluster.nodes)
+        settings = topology_settings(localauth, f"redis+cluster://app:pw@{hosts}", prefix)
+        async with instances(settings) as (a, b):
+            await run_flow(a, b)
+            ready = await a.client.get("/health/ready")
+    assert ready.status_code == 200, ready.text
 
 
 @pytest.mark.parametrize(("missing", "state"), [("evalsha", "acl_denied"), ("subscribe", None)])
