@@ -171,6 +171,11 @@ class Settings(BaseSettings):
             host, sep, port = item.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"REDIS_SENTINELS entry {item!r} is not HOST:PORT")
+        if self.redis_replica_ack_timeout_ms >= self.redis_timeout_seconds * 1000:
+            raise ValueError(
+                "REDIS_REPLICA_ACK_TIMEOUT_MS must be below REDIS_TIMEOUT_SECONDS "
+                "(WAIT blocks the connection that long)"
+            )
         if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
             raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
         return self

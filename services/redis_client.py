@@ -307,11 +307,20 @@ class Durable:
         target: dict[str, Any] = {}
         if self.cluster:
             assert isinstance(self.client, RedisCluster)
+            await self.client.initialize()  # A no-op once the slot map is known.
             target["target_nodes"] = self.client.get_node_from_key(keys[0])
         pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # EVALSHA by name: the cluster pipeline refuses its evalsha() helper.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         pipe.execute_command("WAIT", self.replica_acks, self.timeout_ms, **target)
-        result, acked = await pipe.execute(raise_on_error=False)
+        try:
+            result, acked = await pipe.execute(raise_on_error=False)
+        except (ConnectionError, TimeoutError):
+            if isinstance(self.client, RedisCluster):
+                # The node we aimed WAIT at is gone: read the slot map again, so the next
+                # write goes to the promoted replica (this one is answered 503).
+                await self.client.nodes_manager.initialize()
+            raise
         if isinstance(result, Exception):
             raise result
         if isinstance(acked, Exception):

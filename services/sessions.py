@@ -12,7 +12,9 @@ never a stale "yes".
 
 from __future__ import annotations
 
+import os
 import time
+import traceback
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +38,14 @@ async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
     """Await a Redis command, turning any Redis failure into a 503."""
     try:
         return await awaitable
+    except (TypeError, AttributeError) as exc:
+        if not _from_a_torn_down_socket(exc):
+            raise
+        metrics.REDIS_ERRORS.labels(operation).inc()
+        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
+        raise errors.RedisUnavailable(
+            retry_after=1, debug=f"Redis connection lost during {operation}"
+        ) from exc
     except (RedisError, OSError) as exc:
         metrics.REDIS_ERRORS.labels(operation).inc()
         log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
@@ -44,6 +54,16 @@ async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
             debug=f"Redis failed during {operation}: {type(exc).__name__}; "
             "check REDIS_URL and python -m app.diagnose",
         ) from exc
+
+
+def _from_a_torn_down_socket(exc: BaseException) -> bool:
+    """redis-py 8.1 lets a write on a connection the peer just closed (a node killed in a
+    failover) escape as TypeError/AttributeError from the transport instead of
+    ConnectionError (redis/redis-py#4287). Only errors raised inside redis-py or asyncio's
+    transports count; our own bugs still surface."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = frames[-1].filename if frames else ""
+    return f"{os.sep}redis{os.sep}" in where or f"{os.sep}asyncio{os.sep}" in where
 
 
 @dataclass(frozen=True)

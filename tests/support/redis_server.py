@@ -312,11 +312,12 @@ class Cluster:
 
 
 @contextmanager
-def redis_cluster(workdir: Path, *, masters: int = 3) -> Iterator[Cluster]:
-    """``masters`` nodes, slots split evenly by ``redis-cli --cluster create``."""
+def redis_cluster(workdir: Path, *, masters: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    """``masters`` nodes (and ``replicas`` per master), slots split evenly by
+    ``redis-cli --cluster create``."""
     nodes: list[RedisServer] = []
     try:
-        for index in range(masters):
+        for index in range(masters * (1 + replicas)):
             port = free_port(bus=True)
             node = RedisServer(
                 port,
@@ -328,6 +329,7 @@ def redis_cluster(workdir: Path, *, masters: int = 3) -> Iterator[Cluster]:
                     f"nodes-{port}.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    *_FAST_REPL,
                 ),
             )
             node.start()
@@ -342,7 +344,7 @@ def redis_cluster(workdir: Path, *, masters: int = 3) -> Iterator[Cluster]:
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in nodes),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -358,7 +360,7 @@ def redis_cluster(workdir: Path, *, masters: int = 3) -> Iterator[Cluster]:
                     states.append(command(client, "CLUSTER", "INFO"))
                 finally:
                     client.close()
-            if all(b"cluster_state:ok" in s for s in states):
+            if all(b"cluster_state:ok" in s for s in states) and _replicas_synced(nodes, replicas):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not become ok")
@@ -368,6 +370,23 @@ def redis_cluster(workdir: Path, *, masters: int = 3) -> Iterator[Cluster]:
         for node in reversed(nodes):
             with contextlib.suppress(Exception):
                 node.stop()
+
+
+def _replicas_synced(nodes: list[RedisServer], per_master: int) -> bool:
+    if per_master == 0:
+        return True
+    online = 0
+    for node in nodes:
+        client = node.client(socket_timeout=1)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        if info.get("role") == "master":
+            online += sum(
+                1 for k, v in info.items() if k.startswith("slave") and "online" in str(v)
+            )
+    return online >= len(nodes) - len(nodes) // (1 + per_master)
 
 
 # -- ACL ---------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ def test_tls_settings_reach_the_connection() -> None:
         ({"REDIS_KEY_PREFIX": "sg:{x}:"}, "REDIS_KEY_PREFIX"),
         ({"REDIS_TLS_CERT_FILE": "/c.pem"}, "REDIS_TLS_KEY_FILE"),
         ({"REDIS_MIN_REPLICA_ACKS": "-1"}, "REDIS_MIN_REPLICA_ACKS"),
+        ({"REDIS_REPLICA_ACK_TIMEOUT_MS": "600"}, "REDIS_REPLICA_ACK_TIMEOUT_MS"),
     ],
 )
 def test_bad_redis_settings_are_refused_and_named(env: dict[str, str], named: str) -> None:
