@@ -222,7 +222,10 @@ def _single(config: RedisConfig) -> aioredis.Redis:
     options.pop("password", None)
     if config.uses_tls:
         options["connection_class"] = SSLConnection
-        options.update(tls_kwargs(config))
+        # Settings win; TLS options given in the URL's query (?ssl_ca_certs=...) still work.
+        options.update(
+            {k: v for k, v in tls_kwargs(config).items() if v is not None or k not in options}
+        )
     # A burst beyond the pool waits (briefly) for a free connection instead of failing with
     # "Too many connections"; the wait is bounded by the Redis timeout, then it is a 503.
     pool = aioredis.BlockingConnectionPool(

@@ -109,3 +109,10 @@ def test_a_certificate_error_is_classified_as_such() -> None:
         state, detail = classify(exc)
     assert state == "tls_certificate_rejected"
     assert "REDIS_TLS_CA_FILE" in detail
+
+
+def test_a_ca_given_in_the_url_query_still_works() -> None:
+    """The old redis-py URL parameter keeps working; REDIS_TLS_CA_FILE would override it."""
+    client = build_client(config(redis_url="rediss://cache:6380/0?ssl_ca_certs=/url-ca.pem"))
+    assert isinstance(client, Redis)
+    assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == "/url-ca.pem"
