@@ -202,8 +202,12 @@ class SentinelGroup:
                     online = sum(
                         1 for i in range(wanted) if "online" in str(info.get(f"slave{i}", ""))
                     )
+                    # "online" can precede the replica's first acknowledgement: wait for
+                    # WAIT itself to see every replica.
                     if int(info.get("connected_slaves", 0)) >= wanted and online == wanted:
-                        return
+                        client.set("sgtest-replication-probe", "1", px=1000)
+                        if int(command(client, "WAIT", wanted, 100)) >= wanted:
+                            return
                 finally:
                     client.close()
             time.sleep(0.05)
