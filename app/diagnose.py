@@ -11,21 +11,26 @@ settings themselves are invalid. Nothing secret is ever printed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import email.utils
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
 import httpx
-import redis
+from redis.asyncio.cluster import RedisCluster
 
 from app import diagnose_keys as keys
 from app.settings import ConfigurationError, Settings
+from app.state import redis_config
 from services.apikeys import KeyFamily, KeySlot, request_headers
+from services.redis_client import REQUIRED_COMMANDS, Durable, RedisClient, build_client
+from services.redis_probe import classify, command_probe, probe_key, write_probe
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Diagnosis:
         self.http.close()
 
     def run(self) -> list[Result]:
-        checks: list[Callable[[], Result]] = [
+        checks: list[Callable[[], Result | list[Result]]] = [
             self.redis,
             self.upstream,
             self.public_key,
@@ -57,46 +62,24 @@ class Diagnosis:
             self.jwks,
             self.clock,
         ]
-        return [self._safely(check) for check in checks]
+        results: list[Result] = []
+        for check in checks:
+            results.extend(self._safely(check))
+        return results
 
-    def _safely(self, check: Callable[[], Result]) -> Result:
+    def _safely(self, check: Callable[[], Result | list[Result]]) -> list[Result]:
         try:
-            return check()
+            result = check()
         except Exception as exc:  # A bug here must not hide the other results.
-            return Result(check.__name__, False, f"check crashed: {type(exc).__name__}")
+            return [Result(check.__name__, False, f"check crashed: {type(exc).__name__}")]
+        return result if isinstance(result, list) else [result]
 
     # -- the checks ------------------------------------------------------------------------
 
-    def redis(self) -> Result:
-        s = self.settings
-        client = redis.Redis.from_url(
-            s.redis_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-        )
-        started = time.perf_counter()
-        try:
-            client.ping()
-        except redis.AuthenticationError:
-            return Result(
-                "redis",
-                False,
-                "Redis refused the credentials",
-                "fix the password in REDIS_URL (redis://default:PASSWORD@host:port/0); on "
-                "Railway reference the Redis service's variable: ${{Redis.REDIS_URL}}",
-            )
-        except (redis.RedisError, OSError) as exc:
-            return Result(
-                "redis",
-                False,
-                f"cannot reach Redis at {_redis_location(s.redis_url)} ({type(exc).__name__})",
-                "check REDIS_URL and that Redis is running and reachable from this service "
-                "(on Railway: the private host redis.railway.internal, IPv6); raise "
-                "REDIS_TIMEOUT_SECONDS only if the network is known to be slow",
-            )
-        finally:
-            client.close()
-        return Result(
-            "redis", True, f"PING ok at {_redis_location(s.redis_url)}", latency_ms=_ms(started)
-        )
+    def redis(self) -> list[Result]:
+        """Topology and role, a write, every command the ACL must allow, the subscription,
+        and (with REDIS_MIN_REPLICA_ACKS) a replicated write; TLS errors named as such."""
+        return asyncio.run(_diagnose_redis(self.settings, self.timeout))
 
     def upstream(self) -> Result:
         url = self.settings.auth_url + "/health"
@@ -296,10 +279,94 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _redis_location(url: str) -> str:
-    """host:port/db of a Redis URL, never its password."""
-    parsed = httpx.URL(url.replace("redis://", "http://", 1).replace("rediss://", "https://", 1))
-    return f"{parsed.host}:{parsed.port or 6379}{parsed.path or ''}"
+_REDIS_HINTS = {
+    "auth_failed": "fix the user/password in REDIS_URL (redis://USER:PASSWORD@host:port/0) or "
+    "REDIS_USERNAME/REDIS_PASSWORD; on Railway reference ${{Redis.REDIS_URL}}",
+    "acl_denied": "grant the ACL user the commands in docs/redis.md (ACL SETUSER ... +cmd), on "
+    "keys and channels under REDIS_KEY_PREFIX",
+    "read_only": "this address is a replica: point REDIS_URL at the master, or use Sentinel "
+    "(REDIS_SENTINELS, redis+sentinel://) so the app follows failovers",
+    "unreachable": "check REDIS_URL (or REDIS_SENTINELS / REDIS_CLUSTER) and that Redis is "
+    "reachable from here (on Railway: redis.railway.internal, IPv6); raise "
+    "REDIS_TIMEOUT_SECONDS only if the network is known to be slow",
+    "not_replicated": "a replica must confirm each session write (REDIS_MIN_REPLICA_ACKS): "
+    "check the replicas are connected, or raise REDIS_REPLICA_ACK_TIMEOUT_MS",
+}
+
+
+def _redis_failure(name: str, state: str, detail: str) -> Result:
+    return Result(name, False, f"{state}: {detail}", _REDIS_HINTS.get(state, ""))
+
+
+async def _diagnose_redis(settings: Settings, wait: float) -> list[Result]:
+    config = replace(redis_config(settings), timeout=wait, retries=0)
+    prefix = settings.redis_key_prefix
+    client = build_client(config)
+    where = config.describe()
+    try:
+        started = time.perf_counter()
+        write = await write_probe(client, prefix)
+        if not write.ok:
+            return [_redis_failure("redis", write.state, f"{write.detail} ({where})")]
+        results = [Result("redis", True, f"{where}: role {write.role}", latency_ms=_ms(started))]
+        results.append(Result("redis_write", True, "SET with expiry on a probe key"))
+        acl = await command_probe(client, prefix, replica_acks=config.replica_acks)
+        results.append(
+            Result("redis_commands", True, f"all {len(REQUIRED_COMMANDS)} needed commands run")
+            if acl.ok
+            else _redis_failure("redis_commands", acl.state, acl.detail)
+        )
+        results.append(await _subscription(client, prefix, wait))
+        if config.replica_acks > 0:
+            durable = Durable(
+                client, replica_acks=config.replica_acks, timeout_ms=config.replica_ack_timeout_ms
+            )
+            try:
+                await durable.write(probe_key(prefix, "replicated"), "1", 10)
+                results.append(
+                    Result("redis_replicas", True, f"{config.replica_acks} replica(s) confirmed")
+                )
+            except Exception as exc:  # Classified and reported.
+                state, detail = classify(exc)
+                results.append(_redis_failure("redis_replicas", state, detail))
+        return results
+    finally:
+        await client.aclose()
+
+
+async def _subscription(client: RedisClient, prefix: str, wait: float) -> Result:
+    """Subscribe to the invalidation channel and hear a message published through the app's
+    own write path: what the session cache depends on."""
+    channel = f"{prefix}invalidate"
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    pubsub = client.pubsub()
+    token = f"hb:diagnose:{time.time()}"
+    try:
+        await pubsub.subscribe(channel)
+        deadline = time.monotonic() + wait
+        published = False
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(timeout=0.2)
+            if message and message.get("type") == "subscribe" and not published:
+                await client.publish(channel, token)
+                published = True
+            data = message.get("data") if message else None
+            if isinstance(data, bytes) and data.decode() == token:
+                return Result("redis_subscription", True, f"SUBSCRIBE {channel}: heard own message")
+        return Result(
+            "redis_subscription",
+            False,
+            f"no message came back on {channel} within {wait}s",
+            "without it every instance reads Redis on every request and revocations still "
+            "work, but slower; check the ACL allows SUBSCRIBE on the channel (&PREFIX*)",
+        )
+    except Exception as exc:  # Classified and reported.
+        state, detail = classify(exc)
+        return _redis_failure("redis_subscription", state, detail)
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def _ms(started: float) -> float:

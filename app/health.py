@@ -25,8 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.state import redis_config
 from services import errors, metrics
 from services.breaker import BreakerState
+from services.redis_probe import CommandProbe, write_probe
 
 if TYPE_CHECKING:
     from app.state import Services
@@ -90,18 +92,48 @@ async def _probe_upstream(gateway: SupabaseGateway, cap: float) -> Check:
     return Check(ok=ok, state=state, latency_ms=_ms(started))
 
 
+_COMMAND_PROBE = CommandProbe()
+
+
 async def _check_redis(services: Services, cap: float) -> Check:
+    """A real write and the role (not only PING), every command the ACL must allow (cached
+    30 s while it passes), and the invalidation subscription: each failure says why."""
     started = time.perf_counter()
+    settings = services.settings
+    prefix = settings.redis_key_prefix
     try:
         with anyio.fail_after(cap):
-            await services.redis.ping()
+            probe = await write_probe(services.redis, prefix)
+            if probe.ok:
+                acl = await _COMMAND_PROBE.check(
+                    services.redis, prefix, replica_acks=settings.redis_min_replica_acks
+                )
+                if not acl.ok:
+                    probe = acl
     except TimeoutError:
         return Check(ok=False, state="timeout", latency_ms=_ms(started))
-    except Exception as exc:  # Redis or socket failure: readiness reports, never raises.
-        metrics.REDIS_ERRORS.labels("ping").inc()
-        log.warning("redis_unavailable", operation="ping", error=type(exc).__name__)
-        return Check(ok=False, state="unreachable", latency_ms=_ms(started))
-    return Check(ok=True, state="ok", latency_ms=_ms(started))
+    extra: dict[str, Any] = {"topology": redis_config(settings).topology}
+    if probe.role:
+        extra["role"] = probe.role
+    if not probe.ok:
+        metrics.REDIS_ERRORS.labels("ready_probe").inc()
+        log.warning("redis_not_ready", state=probe.state, reason=probe.detail)
+        extra["reason"] = probe.detail
+        # A replica's address given as a single node is a setting; under Sentinel or
+        # Cluster, "read_only" is a failover in progress.
+        extra["misconfigured"] = probe.state in REDIS_MISCONFIGURED or (
+            probe.state == "read_only" and extra["topology"] == "single"
+        )
+        return Check(ok=False, state=probe.state, latency_ms=_ms(started), extra=extra)
+    sessions = services.sessions
+    extra["cache_trusted"] = sessions.cache_trusted
+    if not sessions.subscription_active:
+        extra["reason"] = "no invalidation subscription: " + (
+            sessions.subscription_error or "not established yet"
+        )
+        extra["misconfigured"] = True
+        return Check(ok=False, state="subscription_missing", latency_ms=_ms(started), extra=extra)
+    return Check(ok=True, state="ok", latency_ms=_ms(started), extra=extra)
 
 
 async def _check_clock(services: Services, cap: float) -> Check:
@@ -183,6 +215,18 @@ def _ms(started: float) -> float:
 # working without Supabase) for Kong's "failure to get a peer from the ring-balancer". So a
 # shared outage is reported as "degraded" with 200, and Kong and Railway keep the instance.
 GATING = ("jwks", "thread_pool", "clock")
+# A Redis failure that is this deployment's own settings, not an outage: a certificate or
+# ACL the settings got wrong, a replica's address where the master's belongs, no
+# subscription. Every login would fail on it, so it gates: Railway never promotes such a
+# deploy. An unreachable Redis, or a failover in progress, stays "degraded".
+REDIS_MISCONFIGURED = frozenset(
+    {
+        "tls_certificate_rejected",
+        "tls_error",
+        "acl_denied",
+        "auth_failed",
+    }
+)
 
 
 async def ready(request: Request) -> Response:
@@ -192,7 +236,11 @@ async def ready(request: Request) -> Response:
     services = request.app.state.services
     probe: UpstreamProbe = request.app.state.upstream_probe
     settings = services.settings
-    redis_cap = min(READY_CAP_SECONDS, max(settings.redis_timeout_seconds, 0.1))
+    # Room for the client's own retries, so a replica says "read_only", not "timeout".
+    redis_cap = min(
+        READY_CAP_SECONDS,
+        max(settings.redis_timeout_seconds * (settings.redis_retries + 1), 0.1),
+    )
     results: dict[str, Check] = {}
 
     async def run(name: str, coro: Awaitable[Check]) -> None:
@@ -207,7 +255,9 @@ async def ready(request: Request) -> Response:
     results["thread_pool"] = _check_pool(services)
     order = ("redis", "supabase_auth", "jwks", "breaker", "thread_pool", "clock")
     failing = [name for name in order if not results[name].ok]
-    ok = not any(name in GATING for name in failing)
+    ok = not any(name in GATING for name in failing) and not results["redis"].extra.get(
+        "misconfigured", False
+    )
     status = "not_ready" if not ok else "degraded" if failing else "ready"
     body = {"status": status, "checks": {name: results[name].to_json() for name in order}}
     if failing:

@@ -162,6 +162,24 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "sg:"
     redis_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     redis_max_connections: int = Field(default=64, ge=2)
+    # Topologies, TLS and ACL users (docs/redis.md). Sentinel: host:port,host:port.
+    redis_sentinels: CsvList = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: SecretStr | None = None
+    redis_cluster: bool = False
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    redis_tls_verify: bool = True
+    redis_tls_check_hostname: bool = True
+    redis_retries: int = Field(default=3, ge=0, le=10)
+    # WAIT after every session write: replicas that must confirm it (0: do not wait).
+    redis_min_replica_acks: int = Field(default=0, ge=0, le=16)
+    redis_replica_ack_timeout_ms: int = Field(default=250, ge=10, le=5000)
 
     # Process.
     environment: Literal["development", "staging", "production"] = "development"
@@ -248,6 +266,23 @@ class Settings(BaseSettings):
     # Standard Webhooks secrets ("v1,whsec_...", space-separated) of Supabase-side change
     # events (POST /api/v1/internal/supabase-events); unset: the endpoint answers 404.
     supabase_events_secret: WebhookSecrets = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _redis_fits(self) -> Settings:
+        if "{" in self.redis_key_prefix or "}" in self.redis_key_prefix:
+            raise ValueError("REDIS_KEY_PREFIX must not contain { or } (keys carry hash tags)")
+        for item in self.redis_sentinels:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"REDIS_SENTINELS entry {item!r} is not HOST:PORT")
+        if self.redis_replica_ack_timeout_ms >= self.redis_timeout_seconds * 1000:
+            raise ValueError(
+                "REDIS_REPLICA_ACK_TIMEOUT_MS must be below REDIS_TIMEOUT_SECONDS "
+                "(WAIT blocks the connection that long)"
+            )
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+        return self
 
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Settings:

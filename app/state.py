@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
-import redis.asyncio as aioredis
 
 from app.settings import Settings
 from services.auth import AuthService, LoginGuard
@@ -17,6 +16,7 @@ from services.lockout import LockoutPolicy, LoginLockout
 from services.passwords import PasswordPolicy
 from services.principals import PrincipalCache
 from services.ratelimit import RateLimiter, parse_rules
+from services.redis_client import RedisClient, RedisConfig, build_client
 from services.sessions import SessionStore
 from services.tokens import TokenVerifier
 
@@ -24,7 +24,7 @@ from services.tokens import TokenVerifier
 @dataclass
 class Services:
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     http: httpx.AsyncClient
     gateway: SupabaseGateway
     sessions: SessionStore
@@ -37,19 +37,39 @@ class Services:
     events: SupabaseEvents | None = None
 
 
-def build_redis(settings: Settings) -> aioredis.Redis:
-    # A burst beyond the pool waits (briefly) for a free connection instead of failing with
-    # "Too many connections"; the wait is bounded by the Redis timeout, then it is a 503.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_seconds,
-        health_check_interval=10,
-        retry_on_timeout=False,
+def redis_config(settings: Settings) -> RedisConfig:
+    def secret(value: object) -> str | None:
+        return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+    sentinels = tuple(
+        (host, int(port)) for host, _, port in (s.rpartition(":") for s in settings.redis_sentinels)
     )
-    return aioredis.Redis.from_pool(pool)
+    return RedisConfig(
+        url=settings.redis_url,
+        sentinels=sentinels,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_username=settings.redis_sentinel_username,
+        sentinel_password=secret(settings.redis_sentinel_password),
+        cluster=settings.redis_cluster,
+        username=settings.redis_username,
+        password=secret(settings.redis_password),
+        tls=settings.redis_tls,
+        tls_ca_file=settings.redis_tls_ca_file,
+        tls_cert_file=settings.redis_tls_cert_file,
+        tls_key_file=settings.redis_tls_key_file,
+        tls_verify=settings.redis_tls_verify,
+        tls_check_hostname=settings.redis_tls_check_hostname,
+        timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis_max_connections,
+        retries=settings.redis_retries,
+        replica_acks=settings.redis_min_replica_acks,
+        replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
+    )
+
+
+def build_redis(settings: Settings) -> RedisClient:
+    """Single node, Sentinel or Cluster, as the settings say (services.redis_client)."""
+    return build_client(redis_config(settings))
 
 
 def build_gateway(settings: Settings) -> SupabaseGateway:
@@ -71,7 +91,7 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
 
 
 def build_lockout(
-    settings: Settings, redis: aioredis.Redis, *, namespace: str = ""
+    settings: Settings, redis: RedisClient, *, namespace: str = ""
 ) -> LoginLockout | None:
     if not settings.lockout_enabled:
         return None
@@ -104,7 +124,11 @@ async def open_services(
     gateway = build_gateway(settings)
     stack.callback(gateway.close)
     sessions = SessionStore(
-        redis, prefix=settings.redis_key_prefix, session_ttl=settings.session_ttl_seconds
+        redis,
+        prefix=settings.redis_key_prefix,
+        session_ttl=settings.session_ttl_seconds,
+        replica_acks=settings.redis_min_replica_acks,
+        replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
     )
     await sessions.start()
     stack.push_async_callback(sessions.stop)

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
@@ -18,6 +17,7 @@ from redis.exceptions import LockError, RedisError
 from services import errors, metrics
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
+from services.redis_client import RedisClient
 from services.sessions import SessionInfo, SessionStore, redis_call
 from services.timing import LatencyFloor
 from services.tokens import Claims
@@ -81,7 +81,7 @@ class AuthService:
         *,
         gateway: SupabaseGateway,
         sessions: SessionStore,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         policy: PasswordPolicy,
         email_confirm: bool,
@@ -227,26 +227,18 @@ class AuthService:
         sid, uid = _session_claims(session)
         await asyncio.gather(
             self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent),
-            self._remember_refresh_token(session.refresh_token, sid),
+            self.sessions.remember_refresh(session.refresh_token, uid, sid),
         )
 
     # -- refresh ---------------------------------------------------------------------
 
-    def _rt_key(self, refresh_token: str) -> str:
-        return f"{self.prefix}rt:{_digest(refresh_token)}"
-
-    async def _remember_refresh_token(self, refresh_token: str, sid: str) -> None:
-        await redis_call(
-            "refresh", self.redis.set(self._rt_key(refresh_token), sid, ex=self.session_ttl)
-        )
-
     async def refresh(self, refresh_token: str, client: Client) -> AuthSession:
         """Rotate a refresh token. Concurrent refreshes of one token (two tabs) all get the
         same new pair; a replay after the grace window ends the session."""
-        key = self._rt_key(refresh_token)
+        key = self.sessions.refresh_key(refresh_token)
         deadline = time.monotonic() + self._wait_budget
         while True:
-            cached = await self._grace_answer(key)
+            cached = await self._grace_answer(refresh_token)
             if cached is not None:
                 metrics.AUTH_OUTCOMES.labels("refresh", "shared").inc()
                 return cached
@@ -260,41 +252,33 @@ class AuthService:
                 raise errors.DeadlineExceeded("A concurrent refresh of this token did not finish.")
             await asyncio.sleep(0.02)
 
-    async def _grace_answer(self, key: str) -> AuthSession | None:
+    async def _grace_answer(self, refresh_token: str) -> AuthSession | None:
         """The pair a concurrent refresh of this token just got, while its session lives:
         the window shares one rotation between tabs, it never revives a signed-out session."""
-        raw = await redis_call("refresh", self.redis.get(f"{key}:grace"))
+        raw = await self.sessions.grace_answer(refresh_token)
         if raw is None:
             return None
         session = AuthSession(**json.loads(raw))
-        sid, _ = _session_claims(session)
-        if await self.sessions.get(sid) is None:
+        sid, uid = _session_claims(session)
+        if await self.sessions.get(sid, uid) is None:
             metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
             raise errors.InvalidRefreshToken()
         return session
 
     async def _rotate(self, refresh_token: str, key: str, client: Client) -> AuthSession:
         # Re-check under the lock: the holder before us may have just finished.
-        cached = await self._grace_answer(key)
+        cached = await self._grace_answer(refresh_token)
         if cached is not None:
             return cached
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.get(f"{key}:used")
-            issued_sid, used_sid = await redis_call("refresh", pipe.execute())
-        if used_sid is not None:
-            sid = used_sid.decode() if isinstance(used_sid, bytes) else used_sid
-            info = await self.sessions.get(sid)
-            if info is not None:
-                await self.sessions.revoke(info.user_id, [sid])
+        record = await self.sessions.refresh_record(refresh_token)
+        if record is not None and record.used:
+            await self.sessions.revoke(record.uid, [record.sid])
             metrics.AUTH_OUTCOMES.labels("refresh", "reused").inc()
-            log.warning("refresh_token_reused", session_id=sid)
+            log.warning("refresh_token_reused", session_id=record.sid)
             raise errors.RefreshTokenReused()
-        if issued_sid is not None:
-            sid = issued_sid.decode() if isinstance(issued_sid, bytes) else issued_sid
-            if await self.sessions.get(sid) is None:
-                metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
-                raise errors.InvalidRefreshToken()
+        if record is not None and await self.sessions.get(record.sid, record.uid) is None:
+            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            raise errors.InvalidRefreshToken()
         try:
             session = await self.gateway.refresh(refresh_token)
         except errors.Unauthenticated:
@@ -306,14 +290,17 @@ class AuthService:
             await self._end_upstream(session.access_token, "local")
             metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
             raise errors.InvalidRefreshToken()
-        answer = json.dumps(session.__dict__)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if self.refresh_grace > 0:
-                pipe.set(f"{key}:grace", answer, px=int(self.refresh_grace * 1000))
-            pipe.set(f"{key}:used", sid, ex=self.session_ttl)
-            pipe.delete(key)
-            pipe.set(self._rt_key(session.refresh_token), sid, ex=self.session_ttl)
-            await redis_call("refresh", pipe.execute())
+        # The "used" marker turns a replay into an immediate revocation here; it matters
+        # while an access token of this rotation can still be in use (docs/redis.md).
+        await self.sessions.rotate_refresh(
+            refresh_token,
+            session.refresh_token,
+            uid=uid,
+            sid=sid,
+            answer=json.dumps(session.__dict__),
+            grace_ms=int(self.refresh_grace * 1000),
+            used_ttl=max(int(self.refresh_grace) + 1, session.expires_in + 60),
+        )
         metrics.AUTH_OUTCOMES.labels("refresh", "ok").inc()
         return session
 
@@ -346,7 +333,7 @@ class AuthService:
         return sorted(sessions, key=lambda s: s.created_at, reverse=True)
 
     async def revoke_session(self, claims: Claims, session_id: str) -> None:
-        info = await self.sessions.get(session_id)
+        info = await self.sessions.get(session_id, claims.sub)
         if info is None or info.user_id != claims.sub:
             raise errors.NotFound("No such session.")
         await self.sessions.revoke(claims.sub, [session_id])

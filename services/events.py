@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 import structlog
 
 from services.principals import PrincipalCache
+from services.redis_client import RedisClient
 from services.sessions import SessionStore, redis_call
 
 log = structlog.get_logger("services.events")
@@ -48,7 +48,7 @@ class SupabaseEvents:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         sessions: SessionStore,
         principals: PrincipalCache | None,

@@ -16,9 +16,11 @@ instance agrees on the time):
 
 Keys (``h`` = SHA-256 of the normalised email, so keys hold no addresses in clear):
 
-    p lk:{h}          hash: f:{ip} failures, t:{ip} last failure ms, l:{ip} locked until ms,
+    p{lk:H}           hash: f:IP failures, t:IP last failure ms, l:IP locked until ms,
                       af account failures, aw account window start ms, al account locked until
-    p lk:{h}:known    set of IPs that signed in successfully              (TTL: known_ttl)
+    p{lk:H}:known     set of IPs that signed in successfully              (TTL: known_ttl)
+
+Both keys carry the hash tag ``{lk:H}``, so the two-key scripts stay in one Cluster slot.
 
 Success clears the account's failure state (not its known addresses); ``unlock`` (admin)
 deletes it. Existing sessions are never touched: a lockout only gates password attempts.
@@ -29,9 +31,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from services import errors, metrics
+from services.redis_client import RedisClient
 from services.sessions import redis_call
 
 # KEYS: state, known. ARGV: ip. Returns {retry_after_ms, reason(0 none, 1 ip, 2 account)}.
@@ -105,7 +106,7 @@ def _ms(seconds: float) -> int:
 class LoginLockout:
     """Counts failed logins in Redis and refuses attempts with 429 ``locked_out``."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, policy: LockoutPolicy) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, policy: LockoutPolicy) -> None:
         self.redis = redis
         self.prefix = prefix
         self.policy = policy
@@ -115,7 +116,7 @@ class LoginLockout:
 
     def state_key(self, email: str) -> str:
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-        return f"{self.prefix}lk:{digest}"
+        return f"{self.prefix}{{lk:{digest}}}"
 
     async def before_attempt(self, email: str, ip: str) -> None:
         key = self.state_key(email)

@@ -7,6 +7,8 @@ the script, so every instance agrees on it and tests can move a window by editin
 
     p rl:{rule}:{subject}     TAT in milliseconds        (PX: until the bucket is full again)
 
+One key per script call, so it runs unchanged on a Redis Cluster.
+
 A Redis failure raises ``RedisUnavailable`` (503): a limiter that fails open is no limit.
 """
 
@@ -18,9 +20,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from services import errors, metrics
+from services.redis_client import RedisClient
 from services.sessions import redis_call
 
 # KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst.
@@ -100,7 +101,7 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, rules: Mapping[str, Rule]) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, rules: Mapping[str, Rule]) -> None:
         self.prefix = prefix
         self.rules = dict(rules)
         self._script = redis.register_script(_GCRA)

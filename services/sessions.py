@@ -1,36 +1,32 @@
-"""Sessions, revocation and per-user state in Redis.
+"""Sessions, revocation, refresh-token records and per-user state in Redis.
 
-Keys (all under the configured prefix ``p``):
-
-    p s:{sid}          hash: user_id, created_at, last_seen_at, ip, user_agent   (TTL: session)
-    p u:{uid}:s        sorted set of the user's session ids by creation time      (TTL: session)
-    p u:{uid}:nbf      "not before": tokens issued earlier are refused           (TTL: session)
-    p u:{uid}:ban      present while the account is banned in this service
-    p invalidate       pub/sub channel: "s:{sid}", "u:{uid}" or "*"
-
-A session is alive exactly while its hash exists, so a lost Redis fails closed. Every
-instance keeps a small in-process cache of these answers so an authenticated request costs
-no Redis round trip; a writer publishes on ``invalidate`` after every change, and each
-instance evicts on receipt. The cache is trusted only while the subscription is provably
-alive (a message or a PONG within ``stale_after`` seconds); otherwise every check reads
-Redis, and a Redis outage answers 503, never a stale "yes".
+The key layout and the scripts are in ``services.session_keys`` (one hash per user, in one
+hash slot, so it runs unchanged on a Redis Cluster). A session is alive exactly while its
+field exists and has not expired, so a lost Redis fails closed. Every instance keeps a small
+in-process cache of these answers (``services.invalidation``) so an authenticated request
+costs no Redis round trip; every write publishes an invalidation from inside its script,
+each instance evicts on receipt, and the cache is trusted only while the invalidation path
+is proven end to end. Otherwise every check reads Redis, and a Redis outage answers 503,
+never a stale "yes".
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import os
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import traceback
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from services import errors, metrics
+from services import session_keys as keys
+from services.invalidation import InvalidationCache
+from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
+from services.redis_client import Durable, RedisClient
 
 log = structlog.get_logger("services.sessions")
 _SESSION_HIT = metrics.TOKEN_CACHE.labels("session_hit")
@@ -42,13 +38,32 @@ async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
     """Await a Redis command, turning any Redis failure into a 503."""
     try:
         return await awaitable
+    except (TypeError, AttributeError) as exc:
+        if not _from_a_torn_down_socket(exc):
+            raise
+        metrics.REDIS_ERRORS.labels(operation).inc()
+        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
+        raise errors.RedisUnavailable(
+            retry_after=1, debug=f"Redis connection lost during {operation}"
+        ) from exc
     except (RedisError, OSError) as exc:
         metrics.REDIS_ERRORS.labels(operation).inc()
         log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
         raise errors.RedisUnavailable(
             retry_after=1,
-            debug=f"Redis failed during {operation}: {type(exc).__name__}; check REDIS_URL",
+            debug=f"Redis failed during {operation}: {type(exc).__name__}; "
+            "check REDIS_URL and python -m app.diagnose",
         ) from exc
+
+
+def _from_a_torn_down_socket(exc: BaseException) -> bool:
+    """redis-py 8.1 lets a write on a connection the peer just closed (a node killed in a
+    failover) escape as TypeError/AttributeError from the transport instead of
+    ConnectionError (redis/redis-py#4287). Only errors raised inside redis-py or asyncio's
+    transports count; our own bugs still surface."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = frames[-1].filename if frames else ""
+    return f"{os.sep}redis{os.sep}" in where or f"{os.sep}asyncio{os.sep}" in where
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class SessionInfo:
     last_seen_at: float
     ip: str
     user_agent: str
+    expires: float = 0.0
 
     def to_json(self, *, current_id: str | None) -> dict[str, Any]:
         return {
@@ -76,158 +92,44 @@ def _iso(epoch: float) -> str:
 
 
 @dataclass(frozen=True)
-class UserState:
-    not_before: float
-    banned: bool
+class RefreshRecord:
+    """What Redis knows of a refresh token: its session, and whether it was rotated."""
+
+    uid: str
+    sid: str
+    used: bool
 
 
-class _Lru(OrderedDict[str, T]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: str, value: T) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
-class SessionStore:
+class SessionStore(InvalidationCache):
     """Redis-backed sessions with an invalidation-coherent local cache."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         session_ttl: int,
         cache_size: int = 50_000,
         stale_after: float = 3.0,
         ping_interval: float = 1.0,
+        replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 250,
     ) -> None:
-        self.redis = redis
+        super().__init__(
+            redis,
+            channel=f"{prefix}invalidate",
+            cache_size=cache_size,
+            stale_after=stale_after,
+            ping_interval=ping_interval,
+        )
         self.prefix = prefix
         self.session_ttl = session_ttl
-        self.channel = f"{prefix}invalidate"
-        self._stale_after = stale_after
-        self._ping_interval = ping_interval
-        # Session id -> its owner's user id ("" once it is gone).
-        self._alive: _Lru[str] = _Lru(cache_size)
-        self._users: _Lru[UserState] = _Lru(cache_size)
-        self._generation = 0
-        self._subscribed = False
-        self._last_heard = 0.0
-        self._listener: asyncio.Task[None] | None = None
-        self._closing = False
-        # Called with a user id when that user's state changed on any instance (None:
-        # everything may have), so other per-user caches (services.principals) follow.
-        self.user_listeners: list[Callable[[str | None], None]] = []
-
-    # -- keys ------------------------------------------------------------------------
-
-    def _session_key(self, sid: str) -> str:
-        return f"{self.prefix}s:{sid}"
-
-    def _index_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:s"
-
-    def _nbf_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:nbf"
-
-    def _ban_key(self, uid: str) -> str:
-        return f"{self.prefix}u:{uid}:ban"
-
-    # -- the invalidation listener ---------------------------------------------------
-
-    async def start(self) -> None:
-        self._closing = False
-        self._listener = asyncio.create_task(self._listen(), name="session-invalidation")
-
-    async def stop(self) -> None:
-        task, self._listener = self._listener, None
-        if task is None:
-            return
-        # redis-py's get_message(timeout=...) can swallow a cancellation, so the loop
-        # also checks this flag; the wait is bounded either way.
-        self._closing = True
-        task.cancel()
-        await asyncio.wait({task}, timeout=self._ping_interval * 2)
-        self._distrust()
-
-    @property
-    def cache_trusted(self) -> bool:
-        return self._subscribed and time.monotonic() - self._last_heard < self._stale_after
-
-    async def _listen(self) -> None:
-        backoff = 0.05
-        while not self._closing:
-            try:
-                async with self._subscription() as pubsub:
-                    backoff = 0.05
-                    await self._pump(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Any failure: stop trusting the cache, then retry.
-                if self._subscribed:
-                    log.warning("redis_subscription_lost", error=type(exc).__name__)
-                self._distrust()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-
-    @contextlib.asynccontextmanager
-    async def _subscription(self) -> AsyncIterator[aioredis.client.PubSub]:
-        pubsub = self.redis.pubsub()
-        try:
-            await pubsub.subscribe(self.channel)
-            yield pubsub
-        finally:
-            self._distrust()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _pump(self, pubsub: aioredis.client.PubSub) -> None:
-        last_ping = 0.0
-        while not self._closing:
-            now = time.monotonic()
-            if now - last_ping >= self._ping_interval:
-                await pubsub.ping()
-                last_ping = now
-            message = await pubsub.get_message(timeout=self._ping_interval)
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind == "subscribe":
-                # Everything cached before this moment may have missed an invalidation.
-                self._clear()
-                self._subscribed = True
-                log.info("redis_subscription_ready")
-            elif kind == "message":
-                self._evict(message["data"])
-            self._last_heard = time.monotonic()
-
-    def _distrust(self) -> None:
-        self._subscribed = False
-        self._clear()
-
-    def _clear(self) -> None:
-        self._generation += 1
-        self._alive.clear()
-        self._users.clear()
-        for listener in self.user_listeners:
-            listener(None)
-
-    def _evict(self, data: bytes | str) -> None:
-        self._generation += 1
-        item = data.decode() if isinstance(data, bytes) else data
-        if item == "*":
-            self._clear()
-        elif item.startswith("s:"):
-            self._alive.pop(item[2:], None)
-        elif item.startswith("u:"):
-            self._users.pop(item[2:], None)
-            for listener in self.user_listeners:
-                listener(item[2:])
+        self.durable = Durable(redis, replica_acks=replica_acks, timeout_ms=replica_ack_timeout_ms)
+        self._create = redis.register_script(keys.CREATE)
+        self._touch = redis.register_script(keys.TOUCH)
+        self._revoke = redis.register_script(keys.REVOKE)
+        self._set_field = redis.register_script(keys.SET_USER_FIELD)
+        self._retire = redis.register_script(keys.RETIRE)
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -243,85 +145,74 @@ class SessionStore:
                 return owner == uid, state
         _SESSION_MISS.inc()
         generation = self._generation
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._session_key(sid), "user_id")
-            pipe.get(self._nbf_key(uid))
-            pipe.exists(self._ban_key(uid))
-            raw_owner, nbf, banned = await redis_call("session_check", pipe.execute())
-        # "" for a missing session: cached as "nobody's".
-        owner = raw_owner.decode() if isinstance(raw_owner, bytes) else str(raw_owner or "")
-        state = UserState(not_before=float(nbf or 0), banned=bool(banned))
+        # One key, one command: one round trip on every topology.
+        value, nbf, banned = await redis_call(
+            "session_check",
+            self.redis.hmget(keys.user_key(self.prefix, uid), [sid, keys.NOT_BEFORE, keys.BANNED]),
+        )
+        alive = value is not None and keys.parse_session(_text(value))[0] > time.time()
+        state = UserState(not_before=float(nbf or 0), banned=banned is not None)
         if generation == self._generation and self.cache_trusted:
-            self._alive.put(sid, owner)
+            # Cached by session id with its owner ("" once gone), so a hit for another
+            # user's id still answers "not yours".
+            self._alive.put(sid, uid if alive else "")
             self._users.put(uid, state)
-        return bool(owner) and owner == uid, state
+        return alive, state
 
     # -- writes ----------------------------------------------------------------------
 
     async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> None:
-        now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._session_key(sid),
-                mapping={
-                    "user_id": uid,
-                    "created_at": now,
-                    "last_seen_at": now,
-                    "ip": ip,
-                    "user_agent": user_agent[:256],
-                },
-            )
-            pipe.expire(self._session_key(sid), self.session_ttl)
-            pipe.zadd(self._index_key(uid), {sid: now})
-            pipe.expire(self._index_key(uid), self.session_ttl)
-            pipe.publish(self.channel, f"s:{sid}")
-            await redis_call("session_create", pipe.execute())
+        await redis_call(
+            "session_create",
+            self.durable.run(
+                self._create,
+                [keys.user_key(self.prefix, uid)],
+                [self.session_ttl, _clean(ip), _clean(user_agent[:256]), sid, self.channel],
+            ),
+        )
+        self._evict(f"s:{sid}")
 
     async def touch(self, sid: str, uid: str, *, ip: str | None = None) -> bool:
         """Mark a session used (on refresh) and extend its life; False if it is gone."""
-        key = self._session_key(sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
-            pipe.hset(key, "last_seen_at", time.time())
-            if ip:
-                pipe.hset(key, "ip", ip)
-            pipe.expire(key, self.session_ttl)
-            pipe.expire(self._index_key(uid), self.session_ttl)
-            exists, *_ = await redis_call("session_touch", pipe.execute())
-        if not exists:
-            # hset just recreated a partial hash; remove it again.
-            await redis_call("session_touch", self.redis.delete(key))
-        return bool(exists)
+        found = await redis_call(
+            "session_touch",
+            self._touch(
+                keys=[keys.user_key(self.prefix, uid)],
+                args=[self.session_ttl, _clean(ip or ""), sid],
+            ),
+        )
+        return bool(found)
 
-    async def get(self, sid: str) -> SessionInfo | None:
-        raw = await redis_call("session_get", self.redis.hgetall(self._session_key(sid)))
-        return _session_info(sid, raw) if raw else None
+    async def get(self, sid: str, uid: str) -> SessionInfo | None:
+        raw = await redis_call("session_get", self.redis.hget(keys.user_key(self.prefix, uid), sid))
+        info = None if raw is None else _session_info(sid, uid, _text(raw))
+        return info if info is not None and info.expires > time.time() else None
 
     async def list_for_user(self, uid: str) -> list[SessionInfo]:
-        sids = await redis_call("session_list", self.redis.zrange(self._index_key(uid), 0, -1))
-        if not sids:
-            return []
-        ids: list[str] = [s.decode() if isinstance(s, bytes) else str(s) for s in sids]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in ids:
-                pipe.hgetall(self._session_key(sid))
-            rows = await redis_call("session_list", pipe.execute())
-        found = [_session_info(sid, raw) for sid, raw in zip(ids, rows, strict=True) if raw]
-        gone = [sid for sid, raw in zip(ids, rows, strict=True) if not raw]
-        if gone:
-            await redis_call("session_list", self.redis.zrem(self._index_key(uid), *gone))
+        raw = await redis_call("session_list", self.redis.hgetall(keys.user_key(self.prefix, uid)))
+        now = time.time()
+        found = []
+        for field, value in raw.items():
+            sid = _text(field)
+            if not sid.startswith("!"):
+                info = _session_info(sid, uid, _text(value))
+                if info.expires > now:
+                    found.append(info)
         return found
 
     async def revoke(self, uid: str, sids: Iterable[str]) -> None:
         ids = list(sids)
-        if not ids:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*(self._session_key(sid) for sid in ids))
-            pipe.zrem(self._index_key(uid), *ids)
-            for sid in ids:
-                pipe.publish(self.channel, f"s:{sid}")
-            await redis_call("session_revoke", pipe.execute())
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            await redis_call(
+                "session_revoke",
+                self.durable.run(
+                    self._revoke, [keys.user_key(self.prefix, uid)], [self.channel, *chunk]
+                ),
+            )
+            # Read-your-writes here at once; other instances evict on the message.
+            for sid in chunk:
+                self._evict(f"s:{sid}")
 
     async def revoke_all(self, uid: str, *, keep: str | None = None) -> list[str]:
         """End every session of a user (but ``keep``); without ``keep``, also refuse every
@@ -334,40 +225,93 @@ class SessionStore:
         return doomed
 
     async def set_not_before(self, uid: str, when: float) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # Token iat has one-second resolution; round up so a token from this very
-            # second is refused too.
-            pipe.set(self._nbf_key(uid), int(when) + 1, ex=self.session_ttl)
-            pipe.publish(self.channel, f"u:{uid}")
-            await redis_call("user_not_before", pipe.execute())
+        # Token iat has one-second resolution; round up so a token from this very second
+        # is refused too.
+        await self._write_user("user_not_before", uid, keys.NOT_BEFORE, str(int(when) + 1))
 
     async def set_banned(self, uid: str, banned: bool) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if banned:
-                pipe.set(self._ban_key(uid), 1)
-            else:
-                pipe.delete(self._ban_key(uid))
-            pipe.publish(self.channel, f"u:{uid}")
-            await redis_call("user_ban", pipe.execute())
+        await self._write_user("user_ban", uid, keys.BANNED, "1" if banned else "")
+
+    async def _write_user(self, operation: str, uid: str, field: str, value: str) -> None:
+        args = [field, value, self.session_ttl, self.channel, f"u:{uid}"]
+        key = keys.user_key(self.prefix, uid)
+        await redis_call(operation, self.durable.run(self._set_field, [key], args))
+        self._evict(f"u:{uid}")
 
     async def user_state(self, uid: str) -> UserState:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self._nbf_key(uid))
-            pipe.exists(self._ban_key(uid))
-            nbf, banned = await redis_call("user_state", pipe.execute())
-        return UserState(not_before=float(nbf or 0), banned=bool(banned))
+        nbf, banned = await redis_call(
+            "user_state",
+            self.redis.hmget(keys.user_key(self.prefix, uid), [keys.NOT_BEFORE, keys.BANNED]),
+        )
+        return UserState(not_before=float(nbf or 0), banned=banned is not None)
+
+    # -- refresh-token records -------------------------------------------------------
+
+    def refresh_key(self, refresh_token: str) -> str:
+        return keys.refresh_key(self.prefix, refresh_token)
+
+    async def remember_refresh(self, refresh_token: str, uid: str, sid: str) -> None:
+        await redis_call(
+            "refresh",
+            self.durable.write(self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl),
+        )
+
+    async def refresh_record(self, refresh_token: str) -> RefreshRecord | None:
+        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token)))
+        if raw is None:
+            return None
+        value = _text(raw)
+        used = value.startswith("!")
+        uid, _, sid = value.lstrip("!").partition(" ")
+        return RefreshRecord(uid=uid, sid=sid, used=used)
+
+    async def grace_answer(self, refresh_token: str) -> str | None:
+        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token) + ":g"))
+        return None if raw is None else _text(raw)
+
+    async def rotate_refresh(
+        self,
+        old_token: str,
+        new_token: str,
+        *,
+        uid: str,
+        sid: str,
+        answer: str,
+        grace_ms: int,
+        used_ttl: int,
+    ) -> None:
+        """The new token first (its own slot), then the old one marked used with the answer
+        shared during the grace window (the old token's slot): two single-slot steps, so a
+        crash between them leaves a known new token and an old one Supabase still refuses."""
+        await self.remember_refresh(new_token, uid, sid)
+        old = self.refresh_key(old_token)
+        await redis_call(
+            "refresh",
+            self.durable.run(
+                self._retire,
+                [old, old + ":g"],
+                [f"!{uid} {sid}", max(1, min(used_ttl, self.session_ttl)), answer, grace_ms],
+            ),
+        )
 
 
-def _session_info(sid: str, raw: dict[Any, Any]) -> SessionInfo:
-    data = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
+def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
+    expires, created, last, ip, agent = keys.parse_session(value)
     return SessionInfo(
         id=sid,
-        user_id=data.get("user_id", ""),
-        created_at=float(data.get("created_at", 0)),
-        last_seen_at=float(data.get("last_seen_at", 0)),
-        ip=data.get("ip", ""),
-        user_agent=data.get("user_agent", ""),
+        user_id=uid,
+        created_at=float(created),
+        last_seen_at=float(last),
+        ip=ip,
+        user_agent=agent,
+        expires=float(expires),
     )
+
+
+def _clean(value: str) -> str:
+    """Fields are "|"-separated; the user agent is last, but an IP never holds one."""
+    return value.replace("|", "/")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
