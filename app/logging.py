@@ -47,11 +47,23 @@ _SECRET_TEXT = re.compile(
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for name in list(event):
+    for name, value in event.items():
         if name.lower() in _SECRET_KEYS:
             event[name] = "[redacted]"
-        elif isinstance(event[name], str):
-            event[name] = _SECRET_TEXT.sub("[redacted]", event[name])
+        elif isinstance(value, str):
+            event[name] = _SECRET_TEXT.sub("[redacted]", value)
+        elif isinstance(value, list):
+            event[name] = [
+                _SECRET_TEXT.sub("[redacted]", v) if isinstance(v, str) else v for v in value
+            ]
+    return event
+
+
+def _redact_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """After ``format_exc_info``: the traceback text is the only new value to clean."""
+    text = event.get("exception")
+    if isinstance(text, str):
+        event["exception"] = _SECRET_TEXT.sub("[redacted]", text)
     return event
 
 
@@ -75,7 +87,7 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
             *shared,
             _redact,
             structlog.processors.format_exc_info,
-            _redact,
+            _redact_exception,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -136,7 +136,7 @@ def create_app(
     ]
     middleware = [
         Middleware(ProxyFitMiddleware, trusted=settings.trusted_proxies),
-        Middleware(EdgeMiddleware),
+        Middleware(EdgeMiddleware, access_log=settings.log_access),
     ]
     if settings.cors_origins:
         middleware.append(

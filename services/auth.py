@@ -15,7 +15,7 @@ import structlog
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from services import errors, metrics
+from services import audit, errors, metrics
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
 from services.sessions import SessionInfo, SessionStore, redis_call
@@ -71,6 +71,7 @@ def _session_claims(session: AuthSession) -> tuple[str, str]:
     character by character, which a login pays for nothing."""
     payload = session.access_token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    metrics.CLOCK_SKEW.set(time.time() - float(claims.get("iat") or time.time()))
     return str(claims["session_id"]), str(claims["sub"])
 
 
@@ -175,10 +176,22 @@ class AuthService:
             session = await self.gateway.sign_in(email, password)
         except errors.InvalidCredentials:
             metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
+            audit.event(
+                "auth.sign_in_failed",
+                reason="invalid_credentials",
+                email_hash=audit.email_hash(email),
+                ip=client.ip,
+            )
             await self.guard.record_failure(email, client.ip)
             raise
         except (errors.EmailNotConfirmed, errors.UserBanned) as exc:
             metrics.AUTH_OUTCOMES.labels("login", exc.code).inc()
+            audit.event(
+                "auth.sign_in_failed",
+                reason=exc.code,
+                email_hash=audit.email_hash(email),
+                ip=client.ip,
+            )
             raise
         # Independent writes: one round trip of latency instead of one each.
         await asyncio.gather(
@@ -198,6 +211,7 @@ class AuthService:
             self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent),
             self._remember_refresh_token(session.refresh_token, sid),
         )
+        audit.event("auth.signed_in", user_id=uid, session_id=sid, ip=client.ip)
 
     # -- refresh ---------------------------------------------------------------------
 
@@ -250,7 +264,12 @@ class AuthService:
             if info is not None:
                 await self.sessions.revoke(info.user_id, [sid])
             metrics.AUTH_OUTCOMES.labels("refresh", "reused").inc()
-            log.warning("refresh_token_reused", session_id=sid)
+            audit.event(
+                "refresh.reuse_detected",
+                session_id=sid,
+                user_id=info.user_id if info else None,
+                ip=client.ip,
+            )
             raise errors.RefreshTokenReused()
         if issued_sid is not None:
             sid = issued_sid.decode() if isinstance(issued_sid, bytes) else issued_sid
@@ -291,6 +310,7 @@ class AuthService:
             )
         await self._end_upstream(access_token, scope)
         metrics.AUTH_OUTCOMES.labels("logout", scope).inc()
+        audit.event("auth.logout", user_id=claims.sub, session_id=claims.session_id, scope=scope)
 
     async def _end_upstream(self, access_token: str, scope: LogoutScope) -> None:
         try:
@@ -312,6 +332,7 @@ class AuthService:
         if info is None or info.user_id != claims.sub:
             raise errors.NotFound("No such session.")
         await self.sessions.revoke(claims.sub, [session_id])
+        audit.event("session.revoked", user_id=claims.sub, session_ids=[session_id], by="user")
 
     # -- small Redis helpers ------------------------------------------------------------
 

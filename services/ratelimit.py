@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from services import errors, metrics
+from services import audit, errors, metrics
 from services.sessions import redis_call
 
 # KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst.
@@ -126,6 +126,12 @@ class RateLimiter:
         )
         if not decision.allowed:
             metrics.REJECTIONS.labels(f"rate_limit:{rule}").inc()
+            audit.event(
+                "auth.rate_limited",
+                rule=rule,
+                subject=subject,
+                retry_after_s=round(decision.retry_after, 1),
+            )
             raise errors.RateLimited(
                 f"Too many requests ({spec.limit} per {spec.period:g} s); try again later.",
                 retry_after=decision.retry_after,

@@ -14,7 +14,7 @@ from app.authz import auth_context
 from app.body import read_model
 from app.schemas import Body
 from app.state import Services
-from services import errors
+from services import audit, errors
 
 # What Supabase documents for "banned until further notice".
 _BAN_FOREVER = "876000h"
@@ -51,6 +51,11 @@ def _int_param(request: Request, name: str, default: int, upper: int) -> int:
     return int(raw)
 
 
+def _actor(request: Request) -> str:
+    """The admin's user id, for the audit log."""
+    return auth_context(request).require_claims().sub
+
+
 def _roles(user: dict[str, Any]) -> list[str]:
     roles = (user.get("app_metadata") or {}).get("roles")
     return [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
@@ -75,6 +80,7 @@ async def ban_user(request: Request) -> Response:
     await services.sessions.set_banned(user_id, True)
     await services.sessions.revoke_all(user_id)
     user = await services.gateway.update_user(user_id, {"ban_duration": _BAN_FOREVER})
+    audit.event("user.banned", user_id=user_id, actor=_actor(request))
     return JSONResponse(user)
 
 
@@ -82,6 +88,7 @@ async def unban_user(request: Request) -> Response:
     services, user_id = _services(request), _user_id(request)
     user = await services.gateway.update_user(user_id, {"ban_duration": "none"})
     await services.sessions.set_banned(user_id, False)
+    audit.event("user.unbanned", user_id=user_id, actor=_actor(request))
     return JSONResponse(user)
 
 
@@ -95,12 +102,22 @@ async def set_roles(request: Request) -> Response:
     # request, so taking one away ends the user's sessions. Adding one waits for a refresh.
     if set(_roles(current)) - set(roles):
         await services.sessions.revoke_all(user_id)
+    audit.event(
+        "user.role_changed",
+        user_id=user_id,
+        actor=_actor(request),
+        roles_before=sorted(_roles(current)),
+        roles=roles,
+    )
     return JSONResponse(user)
 
 
 async def revoke_sessions(request: Request) -> Response:
     services, user_id = _services(request), _user_id(request)
     revoked = await services.sessions.revoke_all(user_id)
+    audit.event(
+        "session.revoked", user_id=user_id, session_ids=revoked, by="admin", actor=_actor(request)
+    )
     return JSONResponse({"revoked": len(revoked)})
 
 
@@ -110,6 +127,7 @@ async def unlock_user(request: Request) -> Response:
     email = user.get("email")
     if services.lockout is not None and isinstance(email, str) and email:
         await services.lockout.unlock(email)
+    audit.event("user.unlocked", user_id=user_id, actor=_actor(request))
     return Response(status_code=204)
 
 
