@@ -26,6 +26,7 @@ from app.policy import POLICIES
 from app.routes import admin, auth
 from app.settings import Settings
 from app.state import open_services
+from app.version import __version__
 from services import errors
 from services.auth import LoginGuard
 
@@ -43,7 +44,7 @@ def guarded(path: str, endpoint: Endpoint, *, name: str, methods: list[str]) -> 
 
 async def live(request: Request) -> Response:
     """Answers from the event loop alone: if this is slow, the loop is blocked."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "version": __version__})
 
 
 async def handle_service_error(request: Request, exc: Exception) -> Response:
