@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
@@ -121,7 +120,7 @@ def test_console_script_version_and_subcommands() -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project installed with runtime dependencies only, as the Dockerfile does it."""
     uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
     venv = tmp_path_factory.mktemp("runtime") / "venv"
