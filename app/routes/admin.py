@@ -4,27 +4,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.authz import auth_context
 from app.body import read_model
-from app.schemas import Body
+from app.schemas import RolesBody
 from app.state import Services
 from services import audit, errors
 
 # What Supabase documents for "banned until further notice".
 _BAN_FOREVER = "876000h"
 _MAX_PER_PAGE = 1000
-
-Role = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
-
-
-class RolesBody(Body):
-    roles: Annotated[list[Role], Field(max_length=32)]
 
 
 def _services(request: Request) -> Services:
