@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import structlog
 
 # The current request's id; set by ``app.middleware.EdgeMiddleware``, added to every line.
@@ -47,15 +48,24 @@ _SECRET_TEXT = re.compile(
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Every line passes here, the per-request access line included: one regex search over
+    # all text values, and a substitution pass only when something matched.
+    texts: list[str] = []
     for name, value in event.items():
         if name.lower() in _SECRET_KEYS:
             event[name] = "[redacted]"
         elif isinstance(value, str):
-            event[name] = _SECRET_TEXT.sub("[redacted]", value)
+            texts.append(value)
         elif isinstance(value, list):
-            event[name] = [
-                _SECRET_TEXT.sub("[redacted]", v) if isinstance(v, str) else v for v in value
-            ]
+            texts.extend(v for v in value if isinstance(v, str))
+    if texts and _SECRET_TEXT.search("\n".join(texts)):
+        for name, value in event.items():
+            if isinstance(value, str):
+                event[name] = _SECRET_TEXT.sub("[redacted]", value)
+            elif isinstance(value, list):
+                event[name] = [
+                    _SECRET_TEXT.sub("[redacted]", v) if isinstance(v, str) else v for v in value
+                ]
     return event
 
 
@@ -72,16 +82,24 @@ _QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "asyncio", "multipart")
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    _route_stdlib_logging(level, shared, renderer)
+    text_renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    _route_stdlib_logging(level, shared, text_renderer)
+    # Lines of our own (the access log on every request among them) are rendered by orjson
+    # straight to bytes: about a tenth of the json module's cost per line.
+    stream = getattr(sys.stdout, "buffer", None)
+    renderer = text_renderer
+    factory: Any = structlog.WriteLoggerFactory(sys.stdout)
+    if json and stream is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(stream)
     structlog.configure(
         processors=[
             *shared,
@@ -93,7 +111,7 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 
