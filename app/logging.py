@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -77,6 +78,44 @@ def _redact_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+def _access_fields(
+    _: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The access line's common fields, cheaply: every other field is the app's own (method
+    from a fixed set, route template, numbers, verified user id), so only the two values a
+    client can influence, its request id and its forwarded address, are scanned."""
+    request_id = REQUEST_ID.get()
+    event["request_id"] = request_id
+    event["level"] = method
+    event["timestamp"] = datetime.now(UTC)
+    client_ip = event.get("client_ip")
+    if _SECRET_TEXT.search(f"{request_id}\n{client_ip}"):
+        event["request_id"] = _SECRET_TEXT.sub("[redacted]", str(request_id))
+        event["client_ip"] = _SECRET_TEXT.sub("[redacted]", str(client_ip))
+    return event
+
+
+def _orjson_utc(event: Any, **kwargs: Any) -> bytes:
+    return orjson.dumps(event, option=orjson.OPT_UTC_Z, **kwargs)
+
+
+# How ``access_logger`` builds its logger; set by ``configure_logging``.
+_ACCESS: dict[str, Any] = {}
+
+
+def access_logger() -> Any:
+    """The per-request access logger. With ``configure_logging``'s JSON output it runs a
+    pipeline of its own (two processors instead of eight, orjson to bytes), because it
+    writes on every request, the hot path included; otherwise the configured one."""
+    if not _ACCESS:
+        return structlog.get_logger("access").bind()
+    return structlog.wrap_logger(
+        structlog.BytesLogger(_ACCESS["stream"]),
+        processors=[_access_fields, structlog.processors.JSONRenderer(serializer=_orjson_utc)],
+        wrapper_class=_ACCESS["wrapper"],
+    )
+
+
 # Third-party loggers that are noisy below WARNING and add nothing an operator needs.
 _QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "asyncio", "multipart")
 
@@ -97,9 +136,12 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     stream = getattr(sys.stdout, "buffer", None)
     renderer = text_renderer
     factory: Any = structlog.WriteLoggerFactory(sys.stdout)
+    wrapper = structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
+    _ACCESS.clear()
     if json and stream is not None:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory = structlog.BytesLoggerFactory(stream)
+        _ACCESS.update(stream=stream, wrapper=wrapper)
     structlog.configure(
         processors=[
             *shared,
@@ -108,9 +150,7 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
             _redact_exception,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=wrapper,
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

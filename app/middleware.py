@@ -10,12 +10,11 @@ import os
 import time
 from collections.abc import Sequence
 
-import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.logging import REQUEST_ID
+from app.logging import REQUEST_ID, access_logger
 from services import metrics
 
 REQUEST_ID_HEADERS = (b"kong-request-id", b"x-kong-request-id", b"x-request-id")
@@ -94,8 +93,8 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
         # Built after logging is configured (Starlette builds middleware on first use), so
-        # the concrete logger is bound once here rather than resolved on every request.
-        self._access = structlog.get_logger("access").bind() if access_log else None
+        # the logger is made once here rather than resolved on every request.
+        self._access = access_logger() if access_log else None
         # Labelled children, looked up once per (route, method, status): ``labels()``
         # takes a lock and builds a tuple on every call, which the hot path can skip.
         self._series: dict[tuple[str, str, int], _Series] = {}
@@ -148,7 +147,7 @@ class EdgeMiddleware:
     def _log_access(
         self, scope: Scope, method: str, template: str, status: int, elapsed: float
     ) -> None:
-        """One line per request; ``request_id`` is added by the log processor."""
+        """One line per request (``request_id``, level and time are added by the logger)."""
         auth = scope["state"].get("auth")
         claims = auth.claims if auth is not None else None
         client = scope.get("client")

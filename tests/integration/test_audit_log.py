@@ -19,6 +19,10 @@ from tests.support.localauth import LocalAuth
 from tests.support.users import create_user
 
 SERVICE_SECRET = "svc-secret-0123456789abcdef"
+# A whole JWT short enough to pass as a request id (at most 128 characters are kept).
+SHORT_JWT = (
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -46,7 +50,7 @@ def test_access_and_audit_lines_name_each_event_and_leak_nothing(
         rate_limits="internal=3/60",
         service_credentials=f"billing:{SERVICE_SECRET}",
     )
-    secrets: set[str] = {SERVICE_SECRET, TEST_PASSWORD, localauth.service_role_key}
+    secrets: set[str] = {SERVICE_SECRET, SHORT_JWT, TEST_PASSWORD, localauth.service_role_key}
     user_email, victim_email, admin_email = new_email(), new_email(), new_email()
     admin_id = create_user(localauth, admin_email, TEST_PASSWORD, app_metadata={"roles": ["admin"]})
     victim_id = create_user(localauth, victim_email, TEST_PASSWORD)
@@ -68,6 +72,9 @@ def test_access_and_audit_lines_name_each_event_and_leak_nothing(
             "/api/v1/auth/me", headers={**bearer(first["access_token"]), "X-Request-ID": "me-1"}
         )
         assert me.status_code == 200
+        # A client that sends a token as its request id does not get it logged.
+        echoed = {**bearer(first["access_token"]), "X-Request-ID": SHORT_JWT}
+        assert client.get("/api/v1/auth/me", headers=echoed).status_code == 200
         assert (
             client.get("/api/v1/admin/users", headers=bearer(first["access_token"])).status_code
             == 403
@@ -207,3 +214,4 @@ def test_access_and_audit_lines_name_each_event_and_leak_nothing(
     for email in (user_email, victim_email, admin_email):
         assert email not in text
     assert not re.search(r"eyJ[A-Za-z0-9_-]{8,}\.", text)
+    assert any(line.get("request_id") == "[redacted]" for line in access)

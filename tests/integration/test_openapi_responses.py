@@ -139,11 +139,12 @@ async def test_every_route_answers_as_documented(
 
 def test_each_route_documents_the_scheme_its_policy_demands(make_settings: SettingsFactory) -> None:
     from app.main import create_app
-    from app.openapi import build_openapi, iter_routes
+    from app.openapi import OPERATIONS, build_openapi, iter_routes
 
     app = create_app(make_settings(), configure_logs=False)
     spec = build_openapi(list(app.routes))
     for path, name, methods in iter_routes(list(app.routes)):
+        assert name in OPERATIONS, f"{name} has no typed description in app.openapi"
         for method in methods:
             documented = spec["paths"][path][method.lower()]["security"]
             assert documented == security_for(name)
