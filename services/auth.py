@@ -24,6 +24,9 @@ from services.tokens import Claims
 log = structlog.get_logger("services.auth")
 
 LogoutScope = Literal["local", "others", "global"]
+# This host's clock against Supabase Auth's, read from each fresh token's iat (one-second
+# resolution plus latency): beyond this, tokens are on their way to being refused.
+CLOCK_SKEW_WARNING_SECONDS = 10.0
 
 
 class LoginGuard(Protocol):
@@ -71,7 +74,10 @@ def _session_claims(session: AuthSession) -> tuple[str, str]:
     character by character, which a login pays for nothing."""
     payload = session.access_token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    metrics.CLOCK_SKEW.set(time.time() - float(claims.get("iat") or time.time()))
+    skew = time.time() - float(claims.get("iat") or time.time())
+    metrics.CLOCK_SKEW.set(skew)
+    if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
+        log.warning("clock_skew", skew_s=round(skew, 1), against="supabase_auth_token_iat")
     return str(claims["session_id"]), str(claims["sub"])
 
 
