@@ -2,7 +2,8 @@
 # from railway.json). Build: `docker build -t supaguard .`
 # Run:   `docker run -p 8080:8080 --env-file supaguard.env supaguard`
 # The image holds the runtime dependencies only (no test tools, no localauth extra), runs
-# as an unprivileged user and serves `supaguard serve` on $HOST:$PORT.
+# as an unprivileged user and serves `supaguard serve` on $HOST:$PORT (`::`: IPv6 and IPv4
+# on one socket, falling back to 0.0.0.0 where the host has no IPv6).
 ARG PYTHON_VERSION=3.11
 ARG UV_VERSION=0.13
 
@@ -26,7 +27,7 @@ COPY --from=build /srv/.venv /srv/.venv
 ENV PATH=/srv/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ENVIRONMENT=production \
-    HOST=0.0.0.0 \
+    HOST=:: \
     PORT=8080
 USER supaguard
 EXPOSE 8080

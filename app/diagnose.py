@@ -1,8 +1,9 @@
 """``python -m app.diagnose``: is this deployment able to work, and if not, what to change.
 
 Reads the same environment as ``python -m app`` and checks, in order: the settings, Redis,
-Supabase Auth reachability and latency, the anon key, the service-role key (a harmless
-``list users, 1 per page``), the JWKS, and the clock against the server's ``Date``. Every
+Supabase Auth reachability and latency, the publishable (or legacy anon) key, the secret (or
+legacy service_role) key (a harmless ``list users, 1 per page`` and an admin write to a user
+that cannot exist), the JWKS, and the clock against the server's ``Date``. Every
 result comes with a concrete suggestion; the exit code is 1 if anything failed, 2 if the
 settings themselves are invalid. Nothing secret is ever printed.
 """
@@ -10,8 +11,6 @@ settings themselves are invalid. Nothing secret is ever printed.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import email.utils
 import json
 import os
@@ -24,7 +23,9 @@ from typing import Any, TextIO
 import httpx
 import redis
 
+from app import diagnose_keys as keys
 from app.settings import ConfigurationError, Settings
+from services.apikeys import KeyFamily, KeySlot, request_headers
 
 
 @dataclass
@@ -51,8 +52,8 @@ class Diagnosis:
         checks: list[Callable[[], Result]] = [
             self.redis,
             self.upstream,
-            self.anon_key,
-            self.service_key,
+            self.public_key,
+            self.server_key,
             self.jwks,
             self.clock,
         ]
@@ -101,7 +102,7 @@ class Diagnosis:
         url = self.settings.auth_url + "/health"
         started = time.perf_counter()
         try:
-            response = self.http.get(url, headers=self._apikey(self.settings.supabase_anon_key))
+            response = self.http.get(url, headers=request_headers(self.settings.public_api_key))
         except httpx.TimeoutException:
             return Result(
                 "supabase_auth",
@@ -138,69 +139,109 @@ class Diagnosis:
             latency_ms=latency,
         )
 
-    def anon_key(self) -> Result:
+    def public_key(self) -> Result:
+        name = "publishable_key"
         if not self.reachable:
-            return _skipped("anon_key")
-        role = _jwt_role(self.settings.supabase_anon_key.get_secret_value())
-        if role == "service_role":
+            return _skipped(name)
+        key = self.settings.public_api_key
+        where = keys.source(self.settings, KeySlot.PUBLIC)
+        if key.family is KeyFamily.UNKNOWN:
             return Result(
-                "anon_key",
+                name,
                 False,
-                "SUPABASE_ANON_KEY holds a service_role key",
-                "put the anon (publishable) key in SUPABASE_ANON_KEY; the service-role key "
-                "must never reach user-facing calls",
+                f"{where} is neither sb_publishable_… nor a JWT",
+                "copy the publishable key of this project (Project Settings → API Keys) into "
+                "SUPABASE_PUBLISHABLE_KEY",
             )
-        # Bogus credentials: a working key gets GoTrue's 400 invalid_credentials, a rejected
+        # Bogus credentials: a working key gets GoTrue's 400 invalid_credentials, a refused
         # key gets 401 from the API gateway in front of GoTrue.
         response = self.http.post(
             self.settings.auth_url + "/token",
             params={"grant_type": "password"},
             json={"email": "diagnose@invalid.example", "password": "not-a-real-password"},
-            headers=self._apikey(self.settings.supabase_anon_key),
+            headers=request_headers(key),
         )
-        body = _json(response) or {}
-        code = body.get("error_code") or body.get("code") or body.get("error")
+        code, message = keys.error_of(response)
         if response.status_code == 400 and code in ("invalid_credentials", "invalid_grant"):
-            return Result("anon_key", True, "accepted (a bogus sign-in got invalid_credentials)")
+            return Result(
+                name,
+                True,
+                f"{where}: {key.label} accepted (a bogus sign-in got invalid_credentials)",
+                keys.legacy_advice(key, keys.shadowed(self.settings, KeySlot.PUBLIC)),
+            )
         if response.status_code in (401, 403):
             return Result(
-                "anon_key",
+                name,
                 False,
-                f"rejected ({response.status_code})",
-                "copy the anon key of this project (Project Settings → API) into SUPABASE_ANON_KEY",
+                f"{where}: {key.label} refused in the apikey header "
+                f"({response.status_code} {code or message})".rstrip(),
+                keys.refused_advice(message, public=True),
             )
         return Result(
-            "anon_key",
+            name,
             False,
             f"unexpected answer {response.status_code} {code or ''}".strip(),
-            "check SUPABASE_URL and SUPABASE_ANON_KEY belong to the same project",
+            f"check SUPABASE_URL and {where} belong to the same project",
         )
 
-    def service_key(self) -> Result:
+    def server_key(self) -> Result:
+        name = "secret_key"
         if not self.reachable:
-            return _skipped("service_role_key")
-        key = self.settings.supabase_service_role_key
+            return _skipped(name)
+        key = self.settings.server_api_key
+        where = keys.source(self.settings, KeySlot.SERVER)
+        if key.family is KeyFamily.UNKNOWN:
+            return Result(
+                name,
+                False,
+                f"{where} is neither sb_secret_… nor a JWT",
+                "copy a secret key of this project (Project Settings → API Keys) into "
+                "SUPABASE_SECRET_KEY",
+            )
+        headers = request_headers(key)
         started = time.perf_counter()
-        response = self.http.get(
+        read = self.http.get(
             self.settings.auth_url + "/admin/users",
             params={"page": 1, "per_page": 1},
-            headers=self._apikey(key),
+            headers=headers,
         )
-        if response.status_code == 200:
+        latency = _ms(started)
+        if read.status_code != 200:
+            code, message = keys.error_of(read)
             return Result(
-                "service_role_key",
-                True,
-                "accepted (admin list users, 1 per page)",
-                latency_ms=_ms(started),
+                name,
+                False,
+                f"{where}: {key.label} refused: admin list users answered "
+                f"{read.status_code} {code or message}".rstrip(),
+                keys.refused_advice(message, public=False, code=code),
+                latency_ms=latency,
             )
-        body = _json(response) or {}
-        code = body.get("error_code") or body.get("code") or ""
+        # A write to a user that cannot exist: 404 means the key may write, and nothing
+        # changes. Some new projects let admin reads through and refuse writes.
+        write = self.http.put(
+            self.settings.auth_url + "/admin/users/00000000-0000-0000-0000-000000000000",
+            json={},
+            headers=headers,
+        )
+        if write.status_code in (404, 422):
+            return Result(
+                name,
+                True,
+                f"{where}: {key.label} accepted (admin read, and a write to no user)",
+                keys.legacy_advice(key, keys.shadowed(self.settings, KeySlot.SERVER)),
+                latency_ms=latency,
+            )
+        code, message = keys.error_of(write)
         return Result(
-            "service_role_key",
+            name,
             False,
-            f"rejected: admin call answered {response.status_code} {code}".strip(),
-            "copy the service_role (secret) key of this project (Project Settings → API) "
-            "into SUPABASE_SERVICE_ROLE_KEY; registration and logout need it",
+            f"{where}: {key.label} may read users but an admin write answered "
+            f"{write.status_code} {code or message}".rstrip(),
+            "registration and the admin routes write through the Admin API: check the secret "
+            "key in Project Settings → API Keys (supabase/supabase#48288 reports this on new "
+            "projects); until it is fixed, unset SUPABASE_SECRET_KEY and set "
+            "SUPABASE_SERVICE_ROLE_KEY to the legacy service_role key",
+            latency_ms=latency,
         )
 
     def jwks(self) -> Result:
@@ -243,10 +284,6 @@ class Diagnosis:
             "expired. JWT_LEEWAY_SECONDS only hides the symptom",
         )
 
-    def _apikey(self, key: Any) -> dict[str, str]:
-        value = key.get_secret_value()
-        return {"apikey": value, "Authorization": f"Bearer {value}"}
-
 
 def _skipped(name: str) -> Result:
     return Result(name, False, "not checked: Supabase Auth is unreachable", "fix the above first")
@@ -257,18 +294,6 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _jwt_role(token: str) -> str | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None  # New-style sb_publishable_/sb_secret_ keys are not JWTs.
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    role = payload.get("role") if isinstance(payload, dict) else None
-    return role if isinstance(role, str) else None
 
 
 def _redis_location(url: str) -> str:

@@ -104,6 +104,33 @@ async def _check_redis(services: Services, cap: float) -> Check:
     return Check(ok=True, state="ok", latency_ms=_ms(started))
 
 
+async def _check_clock(services: Services, cap: float) -> Check:
+    """This instance's clock against Redis's (the reference every instance shares). Beyond
+    JWT_LEEWAY_SECONDS every fresh token looks issued in the future (or expired): /me would
+    answer 401 to everyone while the process looks healthy. The round trip's half is
+    allowed on top of the leeway. Redis unreachable: "unknown", reported by the redis
+    check, not a failure of this instance."""
+    started = time.perf_counter()
+    leeway = services.settings.jwt_leeway_seconds
+    try:
+        with anyio.fail_after(cap):
+            before = time.time()
+            seconds, micros = await services.redis.time()
+            after = time.time()
+    except Exception:  # Timeout, Redis or socket failure: the skew is unknown.
+        return Check(ok=True, state="unknown", latency_ms=_ms(started))
+    skew = (before + after) / 2 - (seconds + micros / 1_000_000)
+    ok = abs(skew) <= leeway + (after - before) / 2
+    if not ok:
+        log.error("clock_skew", skew_s=round(skew, 3), leeway_s=leeway)
+    return Check(
+        ok=ok,
+        state="ok" if ok else "skewed",
+        latency_ms=_ms(started),
+        extra={"skew_s": round(skew, 3), "leeway_s": leeway},
+    )
+
+
 async def _check_jwks(services: Services, cap: float) -> Check:
     started = time.perf_counter()
     verifier = services.verifier
@@ -149,17 +176,19 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-# What decides readiness: failures of this instance (no session store, no keys, a pool that
-# stays full). Supabase being unreachable is shared by every instance, and this one still
-# serves what needs no upstream (token checks, /me, sessions, logout here): it is reported
-# as "degraded" with 200, so Kong and Railway never eject every instance at once and clients
-# keep getting the app's own JSON 503 with Retry-After for the calls that need Supabase.
-GATING = ("redis", "jwks", "thread_pool")
+# What decides readiness: failures of this instance only (no keys, a pool that stays full,
+# its clock beyond the JWT leeway). Supabase and Redis are shared by every instance: when
+# either is down, all instances fail their check at once, and ejecting them all would swap
+# the app's own answers (problem+json 503 with Retry-After; token checks and /me keep
+# working without Supabase) for Kong's "failure to get a peer from the ring-balancer". So a
+# shared outage is reported as "degraded" with 200, and Kong and Railway keep the instance.
+GATING = ("jwks", "thread_pool", "clock")
 
 
 async def ready(request: Request) -> Response:
-    """200 when this instance can serve (status "ready", or "degraded" when Supabase Auth is
-    unreachable or its breaker is open); 503 naming what is wrong with this instance."""
+    """200 when this instance can serve (status "ready", or "degraded" when Supabase Auth or
+    Redis is unreachable or the breaker is open); 503 naming what is wrong with this
+    instance."""
     services = request.app.state.services
     probe: UpstreamProbe = request.app.state.upstream_probe
     settings = services.settings
@@ -173,9 +202,10 @@ async def ready(request: Request) -> Response:
         tg.start_soon(run, "redis", _check_redis(services, redis_cap))
         tg.start_soon(run, "supabase_auth", probe.check(services.gateway, READY_CAP_SECONDS))
         tg.start_soon(run, "jwks", _check_jwks(services, READY_CAP_SECONDS))
+        tg.start_soon(run, "clock", _check_clock(services, redis_cap))
     results["breaker"] = _check_breaker(services)
     results["thread_pool"] = _check_pool(services)
-    order = ("redis", "supabase_auth", "jwks", "breaker", "thread_pool")
+    order = ("redis", "supabase_auth", "jwks", "breaker", "thread_pool", "clock")
     failing = [name for name in order if not results[name].ok]
     ok = not any(name in GATING for name in failing)
     status = "not_ready" if not ok else "degraded" if failing else "ready"

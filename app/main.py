@@ -136,7 +136,12 @@ def create_app(
         ),
     ]
     middleware = [
-        Middleware(ProxyFitMiddleware, trusted=settings.trusted_proxies),
+        Middleware(
+            ProxyFitMiddleware,
+            trusted=settings.trusted_proxies,
+            hops=settings.forwarded_hops,
+            prefixes=settings.forwarded_prefixes,
+        ),
         Middleware(EdgeMiddleware, access_log=settings.log_access),
     ]
     if settings.cors_origins:

@@ -12,12 +12,22 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from app.forwarded import (
+    ProxyTrust,
+    address_text,
+    forwarded_entries,
+    forwarded_prefix,
+    forwarded_scheme,
+    parse_address,
+)
 from app.logging import REQUEST_ID, access_logger
 from services import metrics
 
-REQUEST_ID_HEADERS = (b"kong-request-id", b"x-kong-request-id", b"x-request-id")
+# Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
+# it on every request and prints it in its own access and error logs, so one id joins both
+# logs. Kong's correlation-id plugin header is not read: that plugin keeps a client's value.
+REQUEST_ID_HEADERS = (b"x-kong-request-id", b"x-request-id")
 _MAX_REQUEST_ID = 128
 
 
@@ -36,45 +46,69 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 class ProxyFitMiddleware:
-    """Honours ``X-Forwarded-For/-Proto/-Prefix`` only from trusted proxies (Kong)."""
+    """The client address, scheme and path prefix as the client used them.
+
+    ``X-Forwarded-For/-Proto/-Prefix`` count only when the peer is a trusted proxy
+    (``TRUSTED_PROXIES``), a prefix only if listed in ``FORWARDED_PREFIXES``; the client
+    address is found from the right of the chain (``app.forwarded``), so no header a
+    client writes can choose it. A dual-stack
+    listener's ``::ffff:a.b.c.d`` peers are folded to ``a.b.c.d`` for every request, so
+    one IPv4 client has one address for rate limits, lockout and session records.
+    """
 
     def __init__(
-        self, app: ASGIApp, trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+        self,
+        app: ASGIApp,
+        trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        hops: int = 1,
+        prefixes: Sequence[str] = (),
     ) -> None:
         self.app = app
-        self.trusted = tuple(trusted)
-        hosts = [str(net) for net in self.trusted]
-        self.forwarded = ProxyHeadersMiddleware(app, trusted_hosts=hosts) if hosts else None  # type: ignore[arg-type]
-
-    def _is_trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
+        self.trust = ProxyTrust.build(trusted, hops)
+        self.prefixes = frozenset(prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        if (
-            self.forwarded is None
-            or scope["type"] == "lifespan"
-            or not client
-            or not self._is_trusted(client[0])
-        ):
+        if scope["type"] == "lifespan" or not client:
             await self.app(scope, receive, send)
             return
+        host = client[0]
+        if not self.trust.networks and not host.startswith("::ffff:"):
+            await self.app(scope, receive, send)  # the hot path with no proxy in front
+            return
+        peer = parse_address(host)
+        if peer is None:  # not an IP peer (a unix socket): nothing to trust or fold
+            await self.app(scope, receive, send)
+            return
+        if not self.trust.trusts(peer):
+            text = address_text(peer)
+            if text != host:
+                scope["client"] = (text, client[1])
+            await self.app(scope, receive, send)
+            return
+        chain: list[str] = []
+        prefixed = False
         for name, value in scope["headers"]:
-            if name == b"x-forwarded-prefix":
-                prefix = value.decode("latin-1").strip().rstrip("/")
-                if prefix.startswith("/") and prefix.isprintable():
+            if name == b"x-forwarded-for":
+                chain.append(value.decode("latin-1"))
+            elif name == b"x-forwarded-proto":
+                scheme = forwarded_scheme(value.decode("latin-1"))
+                if scheme is not None:
+                    websocket = scope["type"] == "websocket"
+                    scope["scheme"] = scheme.replace("http", "ws", 1) if websocket else scheme
+            elif name == b"x-forwarded-prefix" and not prefixed:
+                prefixed = True
+                prefix = forwarded_prefix(value.decode("latin-1"))
+                if prefix is not None and prefix in self.prefixes:
                     # ASGI: ``path`` includes ``root_path``; Starlette routes on the rest.
-                    # Kong stripped the prefix, so put it back in front of both.
+                    # The proxy stripped the prefix, so put it back in front of both.
                     scope["root_path"] = scope.get("root_path", "") + prefix
                     scope["path"] = prefix + scope["path"]
                     if scope.get("raw_path") is not None:
                         scope["raw_path"] = prefix.encode("latin-1") + scope["raw_path"]
-                break
-        await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
+        address = self.trust.client(peer, forwarded_entries(chain))
+        scope["client"] = (address_text(address), client[1] if address == peer else 0)
+        await self.app(scope, receive, send)
 
 
 _Series = tuple[Counter, Histogram]

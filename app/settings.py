@@ -13,10 +13,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.forwarded import forwarded_prefix
+from services.apikeys import ApiKey, KeySlot, classify, slot_problem
 from services.ratelimit import parse_rules
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,6 +63,44 @@ class ConfigurationError(Exception):
     """The settings cannot start the service; the message names each bad variable."""
 
 
+# Each slot's environment names, the one that wins first.
+KEY_VARIABLES = {
+    KeySlot.PUBLIC: ("SUPABASE_PUBLISHABLE_KEY", "SUPABASE_ANON_KEY"),
+    KeySlot.SERVER: ("SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY"),
+}
+
+
+_ALL_KEY_NAMES = tuple(name for names in KEY_VARIABLES.values() for name in names)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    text = value.strip() if isinstance(value, str) else ""
+    return text or None
+
+
+def key_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(variable, problem) for each missing or misplaced API key in raw settings values."""
+    problems: list[tuple[str, str]] = []
+    for slot, (new, legacy) in KEY_VARIABLES.items():
+        present = [(n, t) for n in (new, legacy) if (t := _text(values.get(n.lower())))]
+        if not present:
+            problems.append((new, f"is required but not set (or the legacy {legacy})"))
+        for name, key in present:
+            problem = slot_problem(classify(key), slot)
+            if problem is not None:
+                problems.append((name, problem))
+    return problems
+
+
+def _first_key(settings: Settings, names: tuple[str, str]) -> ApiKey:
+    for name in names:
+        if (key := _text(getattr(settings, name.lower()))) is not None:
+            return classify(key)
+    raise ConfigurationError(f"one of {' or '.join(names)} is required")
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Environment names are the upper-case field names."""
 
@@ -76,8 +117,12 @@ class Settings(BaseSettings):
 
     # Supabase project.
     supabase_url: AnyHttpUrl
-    supabase_anon_key: SecretStr = Field(min_length=1)
-    supabase_service_role_key: SecretStr = Field(min_length=1)
+    # The new keys win over the legacy names when both are set (``public_api_key``,
+    # ``server_api_key``); one of each pair is required.
+    supabase_publishable_key: SecretStr | None = None
+    supabase_secret_key: SecretStr | None = None
+    supabase_anon_key: SecretStr | None = None
+    supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = None
     jwt_audience: str = "authenticated"
     # Defaults to SUPABASE_URL + /auth/v1, as GoTrue issues it.
@@ -103,6 +148,14 @@ class Settings(BaseSettings):
     keepalive_seconds: int = Field(default=75, ge=1)
     shutdown_drain_seconds: float = Field(default=15.0, ge=0)
     trusted_proxies: CsvNetworks = Field(default_factory=list)
+    # Proxies in front of the app, the one it talks to included, whose X-Forwarded-For
+    # entries are believed by count even outside TRUSTED_PROXIES (a platform edge whose
+    # addresses are not published). 1: only TRUSTED_PROXIES decide. See app/forwarded.py.
+    forwarded_hops: int = Field(default=1, ge=1, le=8)
+    # Path prefixes a trusted proxy may announce in X-Forwarded-Prefix (a Kong prefix route
+    # with strip_path). Empty: the header is ignored. An allowlist because a proxy that
+    # trusts its own edge passes a client's X-Forwarded-Prefix through.
+    forwarded_prefixes: CsvList = Field(default_factory=list)
     cors_origins: CsvList = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
 
@@ -157,7 +210,31 @@ class Settings(BaseSettings):
             raise ValueError(
                 "UPSTREAM_READ_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
             )
+        if any(forwarded_prefix(prefix) != prefix for prefix in self.forwarded_prefixes):
+            raise ValueError("FORWARDED_PREFIXES entries must be paths like /identity")
+        if self.forwarded_hops > 1 and not self.trusted_proxies:
+            raise ValueError("FORWARDED_HOPS above 1 needs TRUSTED_PROXIES (the app's peer)")
         return self
+
+    @model_validator(mode="after")
+    def _api_keys_fit(self, info: ValidationInfo) -> Settings:
+        if info.context and info.context.get("keys_checked"):
+            return self  # from_environ reported them with the other errors
+        values = {name.lower(): getattr(self, name.lower()) for name in _ALL_KEY_NAMES}
+        problems = key_problems(values)
+        if problems:
+            raise ValueError("; ".join(f"{name} {problem}" for name, problem in problems))
+        return self
+
+    @property
+    def public_api_key(self) -> ApiKey:
+        """SUPABASE_PUBLISHABLE_KEY, else SUPABASE_ANON_KEY: the key of user-facing calls."""
+        return _first_key(self, KEY_VARIABLES[KeySlot.PUBLIC])
+
+    @property
+    def server_api_key(self) -> ApiKey:
+        """SUPABASE_SECRET_KEY, else SUPABASE_SERVICE_ROLE_KEY: the Admin API's key."""
+        return _first_key(self, KEY_VARIABLES[KeySlot.SERVER])
 
     @property
     def auth_url(self) -> str:
@@ -184,16 +261,23 @@ class Settings(BaseSettings):
             key.lower(): value for key, value in environ.items() if key.lower() in fields
         }
         values.update(overrides)
+        # Checked apart, so a missing or misplaced key is named next to any other bad field.
+        problems = key_problems(values)
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values, context={"keys_checked": True})
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc)) from None
+            raise ConfigurationError(_describe(exc, problems)) from None
+        if problems:
+            raise ConfigurationError(_describe(None, problems))
+        return settings
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError | None, key_errors: list[tuple[str, str]] | None = None) -> str:
     lines = ["invalid configuration:"]
-    for error in exc.errors(include_url=False, include_input=False):
+    lines.extend(f"  {name}: {problem}" for name, problem in key_errors or [])
+    for error in exc.errors(include_url=False, include_input=False) if exc else []:
         name = ".".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
         message = "is required but not set" if error["type"] == "missing" else error["msg"]
+        message = message.removeprefix("Value error, ")
         lines.append(f"  {name}: {message}")
     return "\n".join(lines)

@@ -50,8 +50,8 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
     return SupabaseGateway(
         GatewayConfig(
             url=settings.auth_url,
-            anon_key=settings.supabase_anon_key.get_secret_value(),
-            service_role_key=settings.supabase_service_role_key.get_secret_value(),
+            anon_key=settings.public_api_key.value,
+            service_role_key=settings.server_api_key.value,
             pool_size=settings.upstream_pool_size,
             pool_wait=settings.upstream_pool_wait_seconds,
             deadline=settings.upstream_deadline_seconds,

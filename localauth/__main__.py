@@ -11,11 +11,13 @@ from pathlib import Path
 
 import uvicorn
 
+from localauth.apikeys import load_project_keys
 from localauth.app import build_app
 from localauth.config import ENV_FLAGS, ConfigError, Settings
-from localauth.keys import KeyRing, rotate_keys
+from localauth.jwt_keys import parse_jwt_keys
+from localauth.keys import KeyRing, ensure_signing_key, rotate_keys
 from localauth.store import Database
-from localauth.tokens import api_key, effective_secret
+from localauth.tokens import api_key, effective_secret, signing_key
 
 _BOOL_FIELDS = {
     "disable_signup",
@@ -24,6 +26,9 @@ _BOOL_FIELDS = {
     "external_phone_enabled",
     "external_anonymous_users_enabled",
     "refresh_token_rotation_enabled",
+    "mailer_secure_email_change_enabled",
+    "legacy_api_keys_enabled",
+    "require_api_key",
 }
 
 
@@ -32,9 +37,16 @@ _HELP = {
         "localauth-only: bcrypt cost for new hashes (default 10, as GoTrue; tests and load "
         "tests use 4 so that bcrypt does not dominate CPU)"
     ),
-    "LOCALAUTH_JWT_ALG": "ES256 (default; JWKS with kid) or HS256 (legacy shared secret)",
+    "LOCALAUTH_JWT_ALG": (
+        "ES256 (default; JWKS with kid), RS256, or HS256 (legacy shared secret); "
+        "GOTRUE_JWT_KEYS, when set, decides instead"
+    ),
     "LOCALAUTH_THREADS": "localauth-only: worker threads for SQLite and bcrypt (default 16)",
     "LOCALAUTH_DB": "SQLite file; keys live beside it in <db>.keys.json",
+    "LOCALAUTH_PUBLISHABLE_KEY": "sb_publishable_… key (default: generated, <db>.apikeys.json)",
+    "LOCALAUTH_SECRET_KEY": "sb_secret_… key (default: generated, <db>.apikeys.json)",
+    "LOCALAUTH_LEGACY_API_KEYS": "accept the legacy anon/service_role JWT keys (default true)",
+    "LOCALAUTH_REQUIRE_API_KEY": "refuse requests without an apikey, as hosted (default false)",
 }
 
 
@@ -79,27 +91,41 @@ def serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     }
     try:
         settings = Settings.from_env({**environ, **cli})
+        configured_keys = parse_jwt_keys(settings.jwt_keys)
     except ConfigError as exc:
         print(f"localauth: {exc}", file=sys.stderr)
         return 2
     db = Database(settings.db_path)
     db.initialise()
-    keyring = KeyRing(settings.db_path)
+    if not configured_keys:
+        ensure_signing_key(settings.db_path, settings.jwt_alg)
+    keyring = KeyRing(settings.db_path, configured=configured_keys)
     if args.env_file is not None:
         keys = keyring.current
         secret = effective_secret(settings, keys)
+        project = load_project_keys(settings)
         values = {
             "SUPABASE_URL": settings.base_url,
-            "SUPABASE_ANON_KEY": api_key(keys, secret, "anon"),
-            "SUPABASE_SERVICE_ROLE_KEY": api_key(keys, secret, "service_role"),
+            "SUPABASE_PUBLISHABLE_KEY": project.publishable,
+            "SUPABASE_SECRET_KEY": project.secret,
         }
+        if settings.legacy_api_keys_enabled:  # a new project's Connect dialog lists only these
+            values["SUPABASE_ANON_KEY"] = api_key(keys, secret, "anon")
+            values["SUPABASE_SERVICE_ROLE_KEY"] = api_key(keys, secret, "service_role")
         if settings.jwt_alg == "HS256":
             values["SUPABASE_JWT_SECRET"] = secret
         _write_env_file(args.env_file, values)
     app = build_app(settings, db, keyring)
+    signer = signing_key(settings, keyring.current)
+    alg = signer.alg if signer is not None else "HS256"
     print(
         f"localauth: serving Supabase Auth at {settings.base_url}/auth/v1 "
-        f"(SUPABASE_URL={settings.base_url}, jwt alg {settings.jwt_alg}, db {settings.db_path})",
+        f"(SUPABASE_URL={settings.base_url}, jwt alg {alg}, db {settings.db_path})",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(
+        f"localauth: mailbox (every email it sends) at {settings.base_url}/mailbox/messages",
         file=sys.stderr,
         flush=True,
     )
@@ -118,8 +144,9 @@ def serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 def rotate(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m localauth rotate-keys")
     parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
     args = parser.parse_args(argv)
-    kid = rotate_keys(args.db)
+    kid = rotate_keys(args.db, args.alg)
     print(f"localauth: new signing key {kid}", file=sys.stderr)
     return 0
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import secrets
 import time
 from typing import Any
-from urllib.parse import quote
 
 from localauth.core import Core, metadata_columns
+from localauth.email_flows import allowed_redirect
 from localauth.errors import ApiError
+from localauth.onetime import (
+    CONFIRMATION,
+    EMAIL_CHANGE_CURRENT,
+    EMAIL_CHANGE_NEW,
+    RECOVERY,
+    OneTime,
+)
 from localauth.params import Body
 from localauth.validation import (
     check_password_length,
@@ -55,6 +59,7 @@ class AdminApi:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.settings = core.settings
+        self.tokens = OneTime(core.settings)
 
     def authorize(self, authorization: str | None) -> None:
         with self.core.db.read() as conn:
@@ -249,6 +254,8 @@ class AdminApi:
                 raise _not_found()
             self.core.delete_sessions(conn, uid)
             conn.execute("DELETE FROM identities WHERE user_id = ?", (uid,))
+            for table in ("mfa_factors", "one_time_tokens", "flow_states"):
+                conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (uid,))
             if soft:
                 now = time.time()
                 conn.execute(
@@ -260,15 +267,6 @@ class AdminApi:
                 conn.execute("DELETE FROM users WHERE id = ?", (uid,))
 
     # -- POST /admin/generate_link ---------------------------------------------------------
-
-    def _redirect(self, requested: str) -> str:
-        site = self.settings.site_url
-        if not requested:
-            return site
-        allowed = requested.startswith(site) or any(
-            fnmatch.fnmatch(requested, pattern) for pattern in self.settings.uri_allow_list
-        )
-        return requested if allowed else site
 
     def generate_link(
         self, authorization: str | None, body: Body, aud: str, redirect_to: str
@@ -329,17 +327,21 @@ class AdminApi:
                 user = self.core.update_user_columns(
                     conn, user["id"], {"new_email": new_email, "email_change_sent_at": now}
                 )
+            kind = link_type.replace("_current", "").replace("_new", "")
+            if link_type == "email_change_current":
+                token_type, address = EMAIL_CHANGE_CURRENT, user["email"]
+            elif link_type == "email_change_new":
+                token_type, address = EMAIL_CHANGE_NEW, new_email
+            elif link_type in {"signup", "invite"}:
+                token_type, address = CONFIRMATION, email
+            else:
+                token_type, address = RECOVERY, email
+            otp, hashed = self.tokens.issue(conn, user["id"], token_type, address)
             out = self.core.user_out(conn, user)
-        otp = f"{secrets.randbelow(1_000_000):06d}"
-        hashed = hashlib.sha224((email + otp).encode()).hexdigest()
-        redirect = self._redirect(redirect_to)
-        action_link = (
-            f"{self.settings.api_external_url}/verify?token={hashed}"
-            f"&type={link_type}&redirect_to={quote(redirect, safe='')}"
-        )
+        redirect = allowed_redirect(self.settings, redirect_to)
         return {
             **out,
-            "action_link": action_link,
+            "action_link": self.tokens.link(hashed, kind, redirect),
             "email_otp": otp,
             "hashed_token": hashed,
             "verification_type": link_type,

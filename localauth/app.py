@@ -13,10 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localauth.admin_api import AdminApi
+from localauth.apikeys import ApiKeyEdge, load_project_keys
 from localauth.config import Settings
 from localauth.core import Core
 from localauth.errors import error_response, plain_not_found, unexpected_failure
 from localauth.keys import KeyRing
+from localauth.more_routes import build_extras, extra_table, mailbox_routes
 from localauth.routes import Context, logger, routes
 from localauth.store import Database
 from localauth.user_api import UserApi
@@ -65,9 +67,13 @@ def build_app(settings: Settings, db: Database, keyring: KeyRing) -> Starlette:
         await anyio.to_thread.run_sync(db.close)
 
     app = Starlette(
-        routes=routes(),
+        routes=[*routes(extra_table()), *mailbox_routes()],
         exception_handlers={HTTPException: _http_exception, Exception: _last_resort},
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.extras = build_extras(core)
+    app.add_middleware(
+        ApiKeyEdge, settings=settings, keyring=keyring, keys=load_project_keys(settings)
+    )
     return app

@@ -117,6 +117,27 @@ ENV_FLAGS: dict[str, tuple[str, str]] = {
         "--security-refresh-token-reuse-interval",
     ),
     "GOTRUE_SMTP_MAX_FREQUENCY": ("smtp_max_frequency", "--smtp-max-frequency"),
+    "GOTRUE_JWT_KEYS": ("jwt_keys", "--jwt-keys"),
+    "GOTRUE_MAILER_OTP_EXP": ("mailer_otp_exp", "--mailer-otp-exp"),
+    "GOTRUE_MAILER_OTP_LENGTH": ("mailer_otp_length", "--mailer-otp-length"),
+    "GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED": (
+        "mailer_secure_email_change_enabled",
+        "--mailer-secure-email-change-enabled",
+    ),
+    "GOTRUE_MFA_MAX_ENROLLED_FACTORS": ("mfa_max_enrolled_factors", "--mfa-max-enrolled-factors"),
+    "GOTRUE_MFA_CHALLENGE_EXPIRY_DURATION": (
+        "mfa_challenge_expiry_duration",
+        "--mfa-challenge-expiry-duration",
+    ),
+    "GOTRUE_EXTERNAL_FLOW_STATE_EXPIRY_DURATION": (
+        "flow_state_expiry_duration",
+        "--external-flow-state-expiry-duration",
+    ),
+    # The API gateway's keys (localauth/apikeys.py).
+    "LOCALAUTH_PUBLISHABLE_KEY": ("publishable_key", "--publishable-key"),
+    "LOCALAUTH_SECRET_KEY": ("secret_key", "--secret-key"),
+    "LOCALAUTH_LEGACY_API_KEYS": ("legacy_api_keys_enabled", "--legacy-api-keys"),
+    "LOCALAUTH_REQUIRE_API_KEY": ("require_api_key", "--require-api-key"),
 }
 
 
@@ -148,6 +169,17 @@ class Settings:
     refresh_token_rotation_enabled: bool = True
     refresh_token_reuse_interval: int = 0
     smtp_max_frequency: float = 60.0
+    jwt_keys: str | None = None  # GOTRUE_JWT_KEYS: a JSON array of private JWKs
+    mailer_otp_exp: int = 3600
+    mailer_otp_length: int = 6
+    mailer_secure_email_change_enabled: bool = True
+    mfa_max_enrolled_factors: int = 10
+    mfa_challenge_expiry_duration: float = 300.0
+    flow_state_expiry_duration: float = 300.0
+    publishable_key: str | None = None
+    secret_key: str | None = None
+    legacy_api_keys_enabled: bool = True
+    require_api_key: bool = False
 
     @property
     def base_url(self) -> str:
@@ -180,12 +212,20 @@ class Settings:
         if "db_path" not in values:
             raise ConfigError("--db (LOCALAUTH_DB) is required")
         settings = cls(**values)
-        if settings.jwt_alg not in {"ES256", "HS256"}:
-            raise ConfigError(f"--jwt-alg must be ES256 or HS256, not {settings.jwt_alg!r}")
+        if settings.jwt_alg not in {"ES256", "RS256", "HS256"}:
+            raise ConfigError(f"--jwt-alg must be ES256, RS256 or HS256, not {settings.jwt_alg!r}")
+        if not 6 <= settings.mailer_otp_length <= 10:
+            raise ConfigError("GOTRUE_MAILER_OTP_LENGTH must be between 6 and 10")
         if not 4 <= settings.bcrypt_cost <= 31:
             raise ConfigError("--bcrypt-cost must be between 4 and 31")
         if settings.threads < 1:
             raise ConfigError("--threads must be at least 1")
+        for given, prefix, flag in (
+            (settings.publishable_key, "sb_publishable_", "--publishable-key"),
+            (settings.secret_key, "sb_secret_", "--secret-key"),
+        ):
+            if given is not None and (not given.startswith(prefix) or len(given) <= len(prefix)):
+                raise ConfigError(f"{flag} must start with {prefix}")
         # GoTrue never accepts a minimum below 6.
         min_len = max(settings.password_min_length, 6)
         issuer = settings.jwt_issuer or f"{settings.base_url}/auth/v1"

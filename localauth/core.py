@@ -19,7 +19,7 @@ import bcrypt
 from localauth.config import Settings
 from localauth.errors import ApiError
 from localauth.keys import KeyRing
-from localauth.models import is_banned, user_json
+from localauth.models import factor_json, is_banned, user_json
 from localauth.store import Database
 from localauth.tokens import new_refresh_token, session_uuid, sign_access_token, verify_jwt
 from localauth.validation import MAX_PASSWORD_BYTES, parse_uuid
@@ -117,7 +117,13 @@ class Core:
         identities = conn.execute(
             "SELECT * FROM identities WHERE user_id = ? ORDER BY created_at", (user["id"],)
         ).fetchall()
-        return user_json(user, identities)
+        out = user_json(user, identities)
+        factors = conn.execute(
+            "SELECT * FROM mfa_factors WHERE user_id = ? ORDER BY created_at", (user["id"],)
+        ).fetchall()
+        if factors:  # GoTrue omits an empty factors list
+            out["factors"] = [factor_json(f) for f in factors]
+        return out
 
     def reload(self, conn: sqlite3.Connection, uid: str) -> sqlite3.Row:
         row = self.user_by_id(conn, uid)

@@ -13,16 +13,19 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-__all__ = ["KeyFile", "KeyRing", "SigningKey", "keys_path", "rotate_keys"]
+__all__ = ["KeyFile", "KeyRing", "SigningKey", "ensure_signing_key", "keys_path", "rotate_keys"]
 
 _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
+_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+# key-file list per algorithm; ES256 keeps its historical name
+_LISTS = {"ES256": "es256_keys", "RS256": "rs256_keys"}
 
 
 def keys_path(db_path: Path) -> Path:
@@ -32,8 +35,13 @@ def keys_path(db_path: Path) -> Path:
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
-    private: ec.EllipticCurvePrivateKey
-    public_jwk: dict[str, Any]
+    private: Any  # an EC/RSA/Ed25519 private key object, or bytes for an oct (HMAC) key
+    public_jwk: dict[str, Any] | None  # None for symmetric keys, which are never published
+    alg: str = "ES256"
+    can_sign: bool = True
+
+    def verify_key(self) -> Any:
+        return self.private if isinstance(self.private, bytes) else self.private.public_key()
 
 
 @dataclass(frozen=True)
@@ -41,12 +49,26 @@ class KeyFile:
     jwt_secret: str
     created_at: int
     es256: tuple[SigningKey, ...]  # the first one signs
+    rs256: tuple[SigningKey, ...] = ()  # the first one signs (LOCALAUTH_JWT_ALG=RS256)
+    # GOTRUE_JWT_KEYS: when set, these replace the key file's asymmetric keys
+    configured: tuple[SigningKey, ...] = ()
+
+    def by_kid(self, kid: str) -> SigningKey | None:
+        pool = self.configured or (*self.es256, *self.rs256)
+        return next((k for k in pool if k.kid == kid), None)
 
 
 def _new_es256_jwk() -> dict[str, Any]:
     private = ec.generate_private_key(ec.SECP256R1())
     jwk: dict[str, Any] = _ES256.to_jwk(private, as_dict=True)
     jwk.update({"kid": str(uuid.uuid4()), "alg": "ES256", "key_ops": ["sign", "verify"]})
+    return jwk
+
+
+def _new_rs256_jwk() -> dict[str, Any]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = _RS256.to_jwk(private, as_dict=True)
+    jwk.update({"kid": str(uuid.uuid4()), "alg": "RS256", "key_ops": ["sign", "verify"]})
     return jwk
 
 
@@ -57,6 +79,15 @@ def _signing_key(jwk: dict[str, Any]) -> SigningKey:
     public = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
     public.update({"alg": "ES256", "kid": jwk["kid"], "key_ops": ["verify"], "use": "sig"})
     return SigningKey(kid=str(jwk["kid"]), private=private, public_jwk=public)
+
+
+def _rsa_signing_key(jwk: dict[str, Any]) -> SigningKey:
+    private = _RS256.from_jwk(jwk)
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise TypeError("key file holds a non-private RSA key")
+    public = {k: jwk[k] for k in ("kty", "n", "e")}
+    public.update({"alg": "RS256", "kid": jwk["kid"], "key_ops": ["verify"], "use": "sig"})
+    return SigningKey(kid=str(jwk["kid"]), private=private, public_jwk=public, alg="RS256")
 
 
 def _write_new(path: Path, data: dict[str, Any], *, replace: bool) -> bool:
@@ -99,26 +130,36 @@ def _parse(raw: dict[str, Any]) -> KeyFile:
         jwt_secret=str(raw["jwt_secret"]),
         created_at=int(raw["created_at"]),
         es256=tuple(_signing_key(jwk) for jwk in raw["es256_keys"]),
+        rs256=tuple(_rsa_signing_key(jwk) for jwk in raw.get("rs256_keys", [])),
     )
 
 
-def rotate_keys(db_path: Path) -> str:
-    """Put a new ES256 signing key in front; older keys keep verifying. Returns the new kid."""
+def rotate_keys(db_path: Path, alg: str = "ES256") -> str:
+    """Put a new signing key of ``alg`` in front; older keys keep verifying. Returns its kid."""
+    if alg not in _LISTS:
+        raise ValueError(f"rotate-keys supports {', '.join(_LISTS)}, not {alg!r}")
     path = keys_path(db_path)
     raw = _load_raw(path)
-    jwk = _new_es256_jwk()
-    raw["es256_keys"] = [jwk, *raw["es256_keys"]]
+    jwk = _new_es256_jwk() if alg == "ES256" else _new_rs256_jwk()
+    raw[_LISTS[alg]] = [jwk, *raw.get(_LISTS[alg], [])]
     _write_new(path, raw, replace=True)
     return str(jwk["kid"])
+
+
+def ensure_signing_key(db_path: Path, alg: str) -> None:
+    """Make sure the key file has a key of ``alg`` (RS256 keys are only made when asked for)."""
+    if alg in _LISTS and not _load_raw(keys_path(db_path)).get(_LISTS[alg]):
+        rotate_keys(db_path, alg)
 
 
 class KeyRing:
     """The current key file, reloaded (off the event loop, by the caller) when it changes."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, configured: tuple[SigningKey, ...] = ()) -> None:
         self.path = keys_path(db_path)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
+        self._configured = configured
         self._keys = self._read()
 
     def _file_stamp(self) -> tuple[int, int, int]:
@@ -130,7 +171,7 @@ class KeyRing:
             _load_raw(self.path)
         # Stamp before reading: a write racing with us is then seen on the next tick.
         stamp = self._file_stamp()
-        keys = _parse(_load_raw(self.path))
+        keys = replace(_parse(_load_raw(self.path)), configured=self._configured)
         self._stamp = stamp
         return keys
 

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["identity_json", "is_banned", "rfc3339", "user_json"]
+__all__ = ["factor_json", "identity_json", "is_banned", "rfc3339", "user_json"]
 
 
 def rfc3339(ts: float) -> str:
@@ -83,4 +83,21 @@ def user_json(user: sqlite3.Row, identities: list[sqlite3.Row] | None) -> dict[s
     if user["deleted_at"] is not None:
         out["deleted_at"] = rfc3339(user["deleted_at"])
     out["is_anonymous"] = bool(user["is_anonymous"])
+    return out
+
+
+def factor_json(row: sqlite3.Row) -> dict[str, Any]:
+    """An MFA factor as GoTrue's models.Factor renders it."""
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "status": row["status"],
+        "friendly_name": row["friendly_name"],
+        "factor_type": row["factor_type"],
+    }
+    if row["phone"]:
+        out["phone"] = row["phone"]
+    if row["last_challenged_at"] is not None:
+        out["last_challenged_at"] = rfc3339(row["last_challenged_at"])
     return out

@@ -31,6 +31,22 @@ def _too_large() -> ApiError:
     return ApiError(413, "request_too_large", "Request body too large")
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity; JSON (and Go's encoding/json) does not.
+    raise _NotJson(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotJson(f"json: cannot unmarshal number {text} into Go value of type float64")
+    return value
+
+
 async def read_body(request: Request, *, allow_empty: bool = False) -> Body:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -48,7 +64,9 @@ async def read_body(request: Request, *, allow_empty: bool = False) -> Body:
             return Body({})
         raise _bad_json("unexpected end of JSON input")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _NotJson as exc:
+        raise _bad_json(str(exc)) from None
     except (ValueError, RecursionError) as exc:
         raise _bad_json(f"invalid character in JSON input: {exc}") from None
     if not isinstance(data, dict):

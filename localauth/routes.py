@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
@@ -18,11 +18,12 @@ from localauth.config import Settings
 from localauth.core import Core
 from localauth.errors import ApiError, error_response, unexpected_failure
 from localauth.keys import KeyRing
+from localauth.oidc import id_token_refusal
 from localauth.params import read_body
 from localauth.tokens import jwks
 from localauth.user_api import UserApi
 
-__all__ = ["VERSION", "Context", "routes"]
+__all__ = ["VERSION", "Context", "Handler", "endpoint", "routes"]
 
 VERSION = "v2.196.0-localauth"
 logger = logging.getLogger("localauth")
@@ -78,7 +79,8 @@ def endpoint(fn: Handler) -> Handler:
 async def signup(request: Request) -> Response:
     body = await read_body(request)
     ctx = _ctx(request)
-    return JSONResponse(await ctx.run(ctx.users.signup, body, _aud(request)))
+    redirect_to = request.query_params.get("redirect_to", "")
+    return JSONResponse(await ctx.run(ctx.users.signup, body, _aud(request), redirect_to))
 
 
 @endpoint
@@ -91,6 +93,11 @@ async def token(request: Request) -> Response:
     if grant == "refresh_token":
         body = await read_body(request)
         return JSONResponse(await ctx.run(ctx.users.refresh_grant, body))
+    if grant == "pkce":
+        body = await read_body(request)
+        return JSONResponse(await ctx.run(ctx.users.verifier.pkce_grant, body))
+    if grant == "id_token":
+        raise id_token_refusal(await read_body(request))
     raise ApiError(400, "invalid_credentials", "unsupported_grant_type")
 
 
@@ -104,7 +111,8 @@ async def get_user(request: Request) -> Response:
 async def put_user(request: Request) -> Response:
     body = await read_body(request)
     ctx = _ctx(request)
-    return JSONResponse(await ctx.run(ctx.users.update_user, _auth(request), body))
+    redirect_to = request.query_params.get("redirect_to", "")
+    return JSONResponse(await ctx.run(ctx.users.update_user, _auth(request), body, redirect_to))
 
 
 @endpoint
@@ -113,18 +121,6 @@ async def logout(request: Request) -> Response:
     scope = request.query_params.get("scope", "")
     await ctx.run(ctx.users.logout, _auth(request), scope)
     return Response(status_code=204)
-
-
-@endpoint
-async def reauthenticate(request: Request) -> Response:
-    ctx = _ctx(request)
-
-    def check() -> None:
-        with ctx.core.db.read() as conn:
-            ctx.core.authenticate(conn, _auth(request))
-
-    await ctx.run(check)
-    return JSONResponse({})
 
 
 @endpoint
@@ -256,27 +252,13 @@ async def jwks_json(request: Request) -> Response:
     )
 
 
-@endpoint
-async def accepted(request: Request) -> Response:
-    # /otp, /recover, /resend, /magiclink: GoTrue answers {} even for unknown addresses,
-    # and localauth sends no mail.
-    await read_body(request)
-    return JSONResponse({})
-
-
-@endpoint
-async def verify(request: Request) -> Response:
-    raise ApiError(403, "otp_expired", "Token has expired or is invalid")
-
-
-def routes() -> list[BaseRoute]:
+def routes(extra: Sequence[tuple[str, Handler, list[str]]] = ()) -> list[BaseRoute]:
     table: list[tuple[str, Handler, list[str]]] = [
         ("/signup", signup, ["POST"]),
         ("/token", token, ["POST"]),
         ("/user", get_user, ["GET"]),
         ("/user", put_user, ["PUT"]),
         ("/logout", logout, ["POST"]),
-        ("/reauthenticate", reauthenticate, ["GET"]),
         ("/admin/users", admin_create_user, ["POST"]),
         ("/admin/users", admin_list_users, ["GET"]),
         ("/admin/users/{user_id}", admin_get_user, ["GET"]),
@@ -286,11 +268,7 @@ def routes() -> list[BaseRoute]:
         ("/health", health, ["GET"]),
         ("/settings", settings, ["GET"]),
         ("/.well-known/jwks.json", jwks_json, ["GET"]),
-        ("/otp", accepted, ["POST"]),
-        ("/recover", accepted, ["POST"]),
-        ("/resend", accepted, ["POST"]),
-        ("/magiclink", accepted, ["POST"]),
-        ("/verify", verify, ["GET", "POST"]),
+        *extra,
     ]
     out: list[BaseRoute] = []
     for prefix in ("", "/auth/v1"):

@@ -78,6 +78,77 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_idx ON refresh_tokens (session_id);
+CREATE TABLE IF NOT EXISTS one_time_tokens (
+    user_id TEXT NOT NULL,
+    token_type TEXT NOT NULL,
+    token_hash TEXT NOT NULL,
+    relates_to TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (user_id, token_type)
+);
+CREATE INDEX IF NOT EXISTS one_time_tokens_hash_idx ON one_time_tokens (token_hash);
+CREATE TABLE IF NOT EXISTS flow_states (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    code_challenge_method TEXT NOT NULL,
+    authentication_method TEXT NOT NULL,
+    auth_code TEXT UNIQUE,
+    auth_code_issued_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flow_states_user_idx ON flow_states (user_id);
+CREATE TABLE IF NOT EXISTS mfa_factors (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    friendly_name TEXT NOT NULL DEFAULT '',
+    factor_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    secret TEXT NOT NULL DEFAULT '',
+    phone TEXT NOT NULL DEFAULT '',
+    last_challenged_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mfa_factors_user_idx ON mfa_factors (user_id);
+CREATE TABLE IF NOT EXISTS mfa_challenges (
+    id TEXT PRIMARY KEY,
+    factor_id TEXT NOT NULL,
+    ip_address TEXT NOT NULL,
+    verified_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_factors (
+    session_id TEXT PRIMARY KEY,
+    factor_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS oauth_clients (
+    id TEXT PRIMARY KEY,
+    client_type TEXT NOT NULL,
+    registration_type TEXT NOT NULL,
+    client_name TEXT NOT NULL DEFAULT '',
+    client_uri TEXT NOT NULL DEFAULT '',
+    logo_uri TEXT NOT NULL DEFAULT '',
+    redirect_uris TEXT NOT NULL,
+    grant_types TEXT NOT NULL,
+    secret_hash TEXT NOT NULL DEFAULT '',
+    deleted_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mails (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    link TEXT NOT NULL DEFAULT '',
+    otp TEXT NOT NULL DEFAULT '',
+    token_hash TEXT NOT NULL DEFAULT '',
+    redirect_to TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mails_recipient_idx ON mails (recipient);
 """
 
 

@@ -12,7 +12,7 @@ import jwt
 
 from localauth.config import Settings
 from localauth.errors import ApiError
-from localauth.keys import KeyFile
+from localauth.keys import KeyFile, SigningKey
 
 __all__ = [
     "REFRESH_TOKEN_RE",
@@ -47,11 +47,22 @@ def effective_secret(settings: Settings, keys: KeyFile) -> str:
     return settings.jwt_secret or keys.jwt_secret
 
 
-def sign_access_token(settings: Settings, keys: KeyFile, claims: Mapping[str, Any]) -> str:
+def signing_key(settings: Settings, keys: KeyFile) -> SigningKey | None:
+    """The key that signs access tokens; None means the legacy HS256 secret."""
+    if keys.configured:
+        return next(k for k in keys.configured if k.can_sign)
     if settings.jwt_alg == "ES256":
-        signer = keys.es256[0]
+        return keys.es256[0]
+    if settings.jwt_alg == "RS256" and keys.rs256:
+        return keys.rs256[0]
+    return None
+
+
+def sign_access_token(settings: Settings, keys: KeyFile, claims: Mapping[str, Any]) -> str:
+    signer = signing_key(settings, keys)
+    if signer is not None:
         return jwt.encode(
-            dict(claims), signer.private, algorithm="ES256", headers={"kid": signer.kid}
+            dict(claims), signer.private, algorithm=signer.alg, headers={"kid": signer.kid}
         )
     headers = {"kid": settings.jwt_key_id} if settings.jwt_key_id else None
     return jwt.encode(
@@ -60,9 +71,11 @@ def sign_access_token(settings: Settings, keys: KeyFile, claims: Mapping[str, An
 
 
 def jwks(settings: Settings, keys: KeyFile) -> dict[str, Any]:
+    if keys.configured:
+        return {"keys": [k.public_jwk for k in keys.configured if k.public_jwk is not None]}
     if settings.jwt_alg == "HS256":
         return {"keys": []}
-    return {"keys": [k.public_jwk for k in keys.es256]}
+    return {"keys": [k.public_jwk for k in (*keys.es256, *keys.rs256)]}
 
 
 def _bad_jwt(reason: str) -> ApiError:
@@ -80,6 +93,8 @@ _DECODE_OPTIONS: Any = {
 
 def verify_jwt(settings: Settings, keys: KeyFile, token: str) -> dict[str, Any]:
     """As GoTrue's parseJWTClaims: kid selects a key; a kid-less HS256 token uses the secret."""
+    if token.count(".") != 2:  # e.g. an sb_ API key sent as the bearer
+        raise _bad_jwt("token is malformed: token contains an invalid number of segments")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
@@ -87,11 +102,11 @@ def verify_jwt(settings: Settings, keys: KeyFile, token: str) -> dict[str, Any]:
     alg = header.get("alg")
     kid = header.get("kid")
     key: Any
-    if alg == "ES256" and isinstance(kid, str):
-        found = next((k for k in keys.es256 if k.kid == kid), None)
-        if found is None:
-            raise _bad_jwt("token is unverifiable: error while executing keyfunc: no key found")
-        key = found.private.public_key()
+    found = keys.by_kid(kid) if isinstance(kid, str) else None
+    if found is not None and found.alg == alg:
+        key = found.verify_key()
+    elif alg != "HS256" and isinstance(kid, str) and found is None:
+        raise _bad_jwt("token is unverifiable: error while executing keyfunc: no key found")
     elif alg == "HS256" and (kid is None or kid == settings.jwt_key_id):
         key = effective_secret(settings, keys)
     else:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from typing import Any
 
-from localauth.core import Core, merge_metadata, metadata_columns
+from localauth.core import Core, Principal, merge_metadata, metadata_columns
+from localauth.email_flows import EmailFlows
 from localauth.errors import ApiError
 from localauth.models import is_banned, rfc3339
+from localauth.onetime import EMAIL_CHANGE_NEW, Pkce
 from localauth.params import Body
 from localauth.tokens import REFRESH_TOKEN_RE
 from localauth.validation import (
@@ -17,6 +20,7 @@ from localauth.validation import (
     validate_email,
     validate_phone,
 )
+from localauth.verify import Verifier
 
 __all__ = ["UserApi"]
 
@@ -31,10 +35,12 @@ class UserApi:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.settings = core.settings
+        self.flows = EmailFlows(core)
+        self.verifier = Verifier(self.flows)
 
     # -- POST /signup ----------------------------------------------------------------------
 
-    def signup(self, body: Body, aud: str) -> dict[str, Any]:
+    def signup(self, body: Body, aud: str, redirect_to: str = "") -> dict[str, Any]:
         s = self.settings
         if s.disable_signup:
             raise ApiError(422, "signup_disabled", "Signups not allowed for this instance")
@@ -43,6 +49,7 @@ class UserApi:
         password = body.text("password") or ""
         data = body.mapping("data") or {}
         body.text("channel")
+        pkce = Pkce.from_body(body)
         if not email and not phone:
             return self._anonymous_signup(data, aud)
         if email and phone:
@@ -100,7 +107,10 @@ class UserApi:
                 user = self.core.update_user_columns(conn, user["id"], {confirmed_col: now})
                 self.core.sync_email_identity(conn, user)
                 return self.core.issue_session(conn, user, "password")
-            user = self.core.update_user_columns(conn, user["id"], {"confirmation_sent_at": now})
+            if email:
+                user = self.flows.send_confirmation(conn, user, redirect_to, pkce)
+            else:
+                user = self.flows.send_sms_confirmation(conn, user)
             return self.core.user_out(conn, user)
 
     def _anonymous_signup(self, data: dict[str, Any], aud: str) -> dict[str, Any]:
@@ -236,15 +246,18 @@ class UserApi:
                 raise _invalid("Token audience doesn't match request audience")
             return self.core.user_out(conn, principal.user)
 
-    def update_user(self, authorization: str | None, body: Body) -> dict[str, Any]:
+    def update_user(
+        self, authorization: str | None, body: Body, redirect_to: str = ""
+    ) -> dict[str, Any]:
         s = self.settings
         email = body.text("email")
         phone = body.text("phone")
         password = body.text("password")
         data = body.mapping("data")
         app_data = body.mapping("app_metadata")
-        body.text("nonce")
+        nonce = body.text("nonce") or ""
         body.text("current_password")
+        pkce = Pkce.from_body(body)
         with self.core.db.read() as conn:
             principal = self.core.authenticate(conn, authorization)
         if app_data is not None and principal.claims.get("role") not in s.jwt_admin_roles:
@@ -269,7 +282,17 @@ class UserApi:
             principal = self.core.authenticate(conn, authorization)
             uid = principal.user["id"]
             user = principal.user
+            changes_email = bool(email) and email != user["email"]
+            if (changes_email or password) and self._needs_aal2(conn, principal):
+                raise ApiError(
+                    401,
+                    "insufficient_aal",
+                    "AAL2 session is required to update email or password when MFA is enabled.",
+                )
+            if nonce:
+                self.verifier.check_nonce(conn, user, nonce)
             columns: dict[str, Any] = {}
+            change_to: str | None = None
             columns.update(metadata_columns(user, user_metadata=data, app_metadata=app_data))
             if phone and phone != user["phone"]:
                 taken = self.core.user_by_phone(conn, phone, user["aud"])
@@ -291,7 +314,7 @@ class UserApi:
                 if s.mailer_autoconfirm:
                     columns.update({"email": email, "email_confirmed_at": time.time()})
                 else:
-                    columns.update({"new_email": email, "email_change_sent_at": time.time()})
+                    change_to = email
             if new_hash is not None:
                 columns["encrypted_password"] = new_hash
                 self.core.delete_sessions(conn, uid, keep=principal.session_id)
@@ -299,7 +322,23 @@ class UserApi:
                 user = self.core.update_user_columns(conn, uid, columns)
                 if "email" in columns:
                     self.core.sync_email_identity(conn, user)
+            if change_to is not None:
+                self.flows.tokens.check_frequency(conn, uid, EMAIL_CHANGE_NEW)
+                user = self.flows.send_email_change(conn, user, change_to, redirect_to, pkce)
             return self.core.user_out(conn, user)
+
+    @staticmethod
+    def _needs_aal2(conn: sqlite3.Connection, principal: Principal) -> bool:
+        verified = conn.execute(
+            "SELECT 1 FROM mfa_factors WHERE user_id = ? AND status = 'verified' LIMIT 1",
+            (principal.user["id"],),
+        ).fetchone()
+        if verified is None:
+            return False
+        session = conn.execute(
+            "SELECT aal FROM sessions WHERE id = ?", (principal.session_id,)
+        ).fetchone()
+        return session is None or session["aal"] != "aal2"
 
     # -- POST /logout ----------------------------------------------------------------------
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import httpx
 
-from scripts.devstack import DEMO_EMAIL, DEMO_PASSWORD, Stack, free_port, seed_demo_user, wait_http
+from scripts.devstack import (
+    DEMO_EMAIL,
+    DEMO_PASSWORD,
+    Stack,
+    free_port,
+    public_key,
+    seed_demo_user,
+    wait_http,
+)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -61,7 +69,7 @@ def main() -> None:
 def run(app_url: str, supabase: dict[str, str], count: int) -> None:
     direct_url = supabase["SUPABASE_URL"] + "/auth/v1/token?grant_type=password"
     credentials = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
-    direct_headers = {"apikey": supabase["SUPABASE_ANON_KEY"]}
+    direct_headers = {"apikey": public_key(supabase)}
     timings: dict[str, list[float]] = {"app": [], "direct": []}
     with httpx.Client(timeout=10) as client:
         for _ in range(20):  # warm both paths: connections, JWKS, code paths

@@ -21,6 +21,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "Demo-password-1"
+# As a project created today: sb_publishable_/sb_secret_ keys, the legacy JWT pair disabled,
+# and an apikey required on every call (`--legacy-keys` runs an older project's setup).
+NEW_PROJECT_KEYS = {"LOCALAUTH_LEGACY_API_KEYS": "false", "LOCALAUTH_REQUIRE_API_KEY": "true"}
+LEGACY_PROJECT_KEYS = {"LOCALAUTH_LEGACY_API_KEYS": "true"}
+NEW_KEY_NAMES = ("SUPABASE_PUBLISHABLE_KEY", "SUPABASE_SECRET_KEY")
 
 
 def port_free(port: int) -> bool:
@@ -142,6 +147,7 @@ class Stack:
             env={
                 "GOTRUE_MAILER_AUTOCONFIRM": "true",
                 "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
+                **NEW_PROJECT_KEYS,
                 **(extra_env or {}),
             },
         )
@@ -149,11 +155,22 @@ class Stack:
         return read_env(env_file)
 
 
-def seed_demo_user(supabase: Mapping[str, str]) -> None:
+def admin_headers(supabase: Mapping[str, str]) -> dict[str, str]:
+    """The server key as the platform expects it: an sb_secret_ key in `apikey` alone."""
+    if "SUPABASE_SECRET_KEY" in supabase:
+        return {"apikey": supabase["SUPABASE_SECRET_KEY"]}
     key = supabase["SUPABASE_SERVICE_ROLE_KEY"]
+    return {"apikey": key, "Authorization": f"Bearer {key}"}
+
+
+def public_key(supabase: Mapping[str, str]) -> str:
+    return supabase.get("SUPABASE_PUBLISHABLE_KEY") or supabase["SUPABASE_ANON_KEY"]
+
+
+def seed_demo_user(supabase: Mapping[str, str]) -> None:
     response = httpx.post(
         supabase["SUPABASE_URL"] + "/auth/v1/admin/users",
-        headers={"apikey": key, "Authorization": f"Bearer {key}"},
+        headers=admin_headers(supabase),
         json={
             "email": DEMO_EMAIL,
             "password": DEMO_PASSWORD,
@@ -170,6 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--localauth-port", type=int, default=9999)
+    parser.add_argument(
+        "--legacy-keys",
+        action="store_true",
+        help="run localauth as an older project: legacy anon/service_role JWT keys enabled "
+        "and given to the app (default: new sb_publishable_/sb_secret_ keys, legacy disabled)",
+    )
     args = parser.parse_args()
     workdir = ROOT / ".dev"
     workdir.mkdir(exist_ok=True)
@@ -178,8 +201,16 @@ def main() -> None:
     try:
         redis_url = stack.redis_url()
         auth_port = args.localauth_port if port_free(args.localauth_port) else free_port()
-        supabase = stack.localauth(auth_port)
-        print(f"dev: localauth (Supabase Auth) at {supabase['SUPABASE_URL']}/auth/v1")
+        supabase = stack.localauth(auth_port, LEGACY_PROJECT_KEYS if args.legacy_keys else None)
+        if args.legacy_keys:
+            supabase = {
+                k: v for k, v in supabase.items() if k not in NEW_KEY_NAMES
+            }  # the app on the legacy pair, as before a migration
+        family = "legacy JWT keys" if args.legacy_keys else "sb_publishable_/sb_secret_ keys"
+        print(f"dev: localauth (Supabase Auth) at {supabase['SUPABASE_URL']}/auth/v1 ({family})")
+        print(
+            f"dev: local mailbox (every auth email) at {supabase['SUPABASE_URL']}/mailbox/messages"
+        )
         seed_demo_user(supabase)
         app = stack.spawn(
             [sys.executable, "-m", "app"],

@@ -57,7 +57,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from services import errors, metrics
+from services import apikeys, errors, keyrefusals, metrics
 from services.breaker import BreakerState, CircuitBreaker
 
 T = TypeVar("T")
@@ -288,16 +288,16 @@ class SupabaseGateway:
             open_seconds=config.breaker_open_seconds,
             on_change=self._breaker_changed,
         )
-        self._user_headers = {
-            "apikey": config.anon_key,
-            "Authorization": f"Bearer {config.anon_key}",
-        }
+        # Each key in `apikey`; as the bearer only if it is a JWT (a legacy key). The SDK
+        # adds `Authorization: Bearer <token>` itself only for a user's access token.
+        self._public_key = apikeys.classify(config.anon_key)
+        self._server_key = apikeys.classify(config.service_role_key)
+        self._key_refusals = keyrefusals.KeyRefusals(self._public_key, self._server_key)
+        log.info("upstream_api_keys", public=self._public_key.label, server=self._server_key.label)
+        self._user_headers = apikeys.request_headers(self._public_key)
         self._admin = SyncGoTrueAdminAPI(
             url=config.url,
-            headers={
-                "apikey": config.service_role_key,
-                "Authorization": f"Bearer {config.service_role_key}",
-            },
+            headers=apikeys.request_headers(self._server_key),
             http_client=self.http_client,
         )
         metrics.POOL_SIZE.set(config.pool_size)
@@ -456,7 +456,7 @@ class SupabaseGateway:
             ) from None
         except AuthError as exc:
             mapped = self._map_error(operation, exc)
-            if mapped.status >= 500:
+            if mapped.status >= 500 and not isinstance(mapped, errors.UpstreamMisconfigured):
                 self.breaker.record_failure()
             else:
                 self.breaker.record_success()
@@ -521,7 +521,8 @@ class SupabaseGateway:
                 exc.message, errors=[{"field": "password", "reasons": exc.reasons}]
             )
         if isinstance(exc, AuthApiError):
-            return _map_api_error(operation, exc, self.config.url)
+            refused = self._key_refusals.map(operation, exc.status, exc.code, exc.message)
+            return refused or _map_api_error(operation, exc, self.config.url)
         log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
         return errors.UpstreamUnavailable(
             retry_after=1,
@@ -547,7 +548,7 @@ def _session_of(session: Session | None) -> AuthSession:
 
 def _is_retryable(exc: BaseException, *, retry_safe: bool) -> bool:
     if not isinstance(exc, AuthRetryableError):
-        return False
+        return retry_safe and is_transient_key_error(exc)
     cause = exc.__cause__
     if isinstance(cause, UpstreamDeadline):
         return False
@@ -555,6 +556,13 @@ def _is_retryable(exc: BaseException, *, retry_safe: bool) -> bool:
         return True  # The request never left: always safe to repeat.
     return retry_safe and (
         exc.status in _RETRYABLE_STATUSES or isinstance(cause, httpx.TransportError)
+    )
+
+
+def is_transient_key_error(exc: BaseException) -> bool:
+    """A platform-side refusal of a key that a repeat may get past (for retry predicates)."""
+    return isinstance(exc, AuthApiError) and keyrefusals.is_transient_key_error(
+        exc.status, exc.code, exc.message
     )
 
 
@@ -582,13 +590,6 @@ _API_ERRORS: dict[str, type[errors.AuthServiceError]] = {
 
 def _map_api_error(operation: str, exc: AuthApiError, url: str) -> errors.AuthServiceError:
     code = exc.code or ""
-    if code in ("not_admin", "bad_jwt", "no_authorization") and operation not in ("sign_out",):
-        log.error("upstream_rejected_service_key", operation=operation, code=code)
-        return errors.UpstreamMisconfigured(
-            retry_after=30,
-            debug=f"Supabase Auth refused the service's key ({code}); "
-            "check SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY belong to this project",
-        )
     if operation == "sign_out" and exc.status in (401, 403, 404):
         return errors.SessionRevoked()
     error_class = _API_ERRORS.get(code)

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
-from tests.support.localauth import LocalAuth, run_localauth
+from tests.support.localauth import KEY_MODES, KeyMode, LocalAuth, run_localauth
 from tests.support.redis_server import RedisServer, answers, private_redis
 
 TEST_PASSWORD = "Correct-Horse-9"
@@ -66,24 +66,53 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def localauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAuth]:
-    """One localauth for the session (ES256, autoconfirm on, as hosted Supabase's defaults)."""
+def localauth(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalAuth]:
+    """One localauth per key mode for the session (ES256, autoconfirm on, as hosted
+    Supabase's defaults). Legacy keys unless a module asks for both (``both_key_modes``)."""
+    key_mode: KeyMode = getattr(request, "param", "legacy")
     with run_localauth(
-        tmp_path_factory.mktemp("localauth"),
+        tmp_path_factory.mktemp(f"localauth-{key_mode}"),
         env={
             "GOTRUE_MAILER_AUTOCONFIRM": "true",
             "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
         },
+        key_mode=key_mode,
     ) as server:
         yield server
+
+
+# Runs each test of a module that uses `localauth` against a project on legacy keys and one
+# created today (new keys, legacy keys off, apikey required).
+both_key_modes = pytest.mark.both_key_modes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_key_modes: run against localauth with legacy keys and with new keys"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    chosen = any(
+        "localauth" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if (
+        metafunc.definition.get_closest_marker("both_key_modes")
+        and "localauth" in metafunc.fixturenames
+        and not chosen  # a test that names its key mode runs in that one only
+    ):
+        metafunc.parametrize(
+            "localauth", KEY_MODES, indirect=True, ids=[f"{m}-keys" for m in KEY_MODES]
+        )
 
 
 def app_env(auth: LocalAuth, redis_url: str, prefix: str, **extra: Any) -> dict[str, str]:
     """The environment a test app runs with: localauth, a private key prefix, quiet logs."""
     env = {
         "SUPABASE_URL": auth.url,
-        "SUPABASE_ANON_KEY": auth.anon_key,
-        "SUPABASE_SERVICE_ROLE_KEY": auth.service_role_key,
+        **auth.app_key_env(),
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": prefix,
         "ENVIRONMENT": "development",

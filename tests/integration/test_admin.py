@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, both_key_modes
 from tests.support.authz import (
     admin_token,
     bearer,
@@ -22,7 +22,7 @@ from tests.support.authz import (
 )
 from tests.support.localauth import LocalAuth
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, both_key_modes]
 
 ADMIN = "/api/v1/admin"
 ME = "/api/v1/auth/me"

@@ -8,11 +8,11 @@ import anyio
 import httpx
 import pytest
 
-from tests.conftest import TEST_PASSWORD, SettingsFactory, new_email
+from tests.conftest import TEST_PASSWORD, SettingsFactory, both_key_modes, new_email
 from tests.support.localauth import LocalAuth
 from tests.support.users import ban_user, count_users_with_email, create_user
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, both_key_modes]
 
 AUTH = "/api/v1/auth"
 

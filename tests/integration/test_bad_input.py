@@ -127,7 +127,7 @@ async def test_oversized_and_garbage_bearer_tokens_are_401(client: httpx.AsyncCl
 async def test_request_id_is_taken_from_the_gateway(client: httpx.AsyncClient) -> None:
     """Kong's request id comes back in the body and the header."""
     response = await client.post(
-        LOGIN, content=b"{", headers={**JSON, "Kong-Request-ID": "kong-abc-123"}
+        LOGIN, content=b"{", headers={**JSON, "X-Kong-Request-Id": "kong-abc-123"}
     )
     assert response.headers["x-request-id"] == "kong-abc-123"
     assert response.json()["request_id"] == "kong-abc-123"

@@ -14,7 +14,7 @@ import httpx
 from tests.conftest import app_env, new_email
 from tests.support.appserver import run_app
 from tests.support.faultproxy import FaultProxy, Mode
-from tests.support.localauth import LocalAuth
+from tests.support.localauth import LocalAuth, forged_service_role_key
 from tests.support.redis_server import RedisServer
 
 
@@ -83,7 +83,7 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
             proxy.set_mode(Mode.RESET)
             for _ in range(2):
                 failed = client.post(
-                    "/api/v1/auth/login", json=body, headers={"Kong-Request-ID": "kong-reset-1"}
+                    "/api/v1/auth/login", json=body, headers={"X-Kong-Request-Id": "kong-reset-1"}
                 )
                 assert failed.status_code == 503
             proxy.set_mode(Mode.HANG)
@@ -105,7 +105,7 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
         main_log = lines(server.log)
 
     env = app_env(
-        localauth, own_redis.url, redis_prefix, supabase_service_role_key=localauth.anon_key
+        localauth, own_redis.url, redis_prefix, supabase_service_role_key=forged_service_role_key()
     )
     with (
         run_app(env, tmp_path / "badkey") as bad,

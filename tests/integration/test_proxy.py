@@ -47,12 +47,17 @@ async def test_forwarded_headers_are_honoured_from_a_trusted_proxy(
     running_apps: Callable[[Settings], Any], make_settings: SettingsFactory
 ) -> None:
     """From Kong's address, the client IP, scheme and prefix come from X-Forwarded-*."""
-    client = await running_apps(make_settings(trusted_proxies=KONG))
+    client = await running_apps(make_settings(trusted_proxies=KONG, forwarded_prefixes="/identity"))
     assert await session_ip(client, FORWARDED) == "198.51.100.23"
     spec = (await client.get("/openapi.json", headers=FORWARDED)).json()
     assert spec["servers"][0]["url"] == "https://auth.example.com/identity"
     # Routing is unchanged by the prefix: Kong already stripped it.
     assert (await client.get("/health/live", headers=FORWARDED)).status_code == 200
+    # A prefix not in FORWARDED_PREFIXES is ignored, even from Kong (which passes on what
+    # its trusted edge passed on, a client's own header included).
+    forged = {**FORWARDED, "X-Forwarded-Prefix": "/evil"}
+    spec = (await client.get("/openapi.json", headers=forged)).json()
+    assert spec["servers"][0]["url"] == "https://auth.example.com"
 
 
 async def test_forwarded_headers_are_ignored_from_an_untrusted_peer(
@@ -65,13 +70,16 @@ async def test_forwarded_headers_are_ignored_from_an_untrusted_peer(
     assert spec["servers"][0]["url"] == "http://auth.example.com"
 
 
-async def test_request_id_is_taken_from_kong_or_generated(client: httpx.AsyncClient) -> None:
-    """Kong's correlation id is echoed as X-Request-ID and in problem bodies; else one is made."""
-    response = await client.get("/api/v1/auth/me", headers={"Kong-Request-ID": "kong-abc#1"})
-    assert response.headers["x-request-id"] == "kong-abc#1"
-    assert response.json()["request_id"] == "kong-abc#1"
-    kong3 = await client.get("/health/live", headers={"X-Kong-Request-Id": "k3-id"})
-    assert kong3.headers["x-request-id"] == "k3-id"
+async def test_request_id_is_kongs_own_or_generated(client: httpx.AsyncClient) -> None:
+    """Kong's X-Kong-Request-Id (the id in Kong's own logs) is echoed as X-Request-ID and in
+    problem bodies, ahead of any X-Request-ID; the correlation-id plugin's Kong-Request-ID
+    (which keeps a client's value) is not read; without either one is made."""
+    both = {"X-Kong-Request-Id": "k3-id", "X-Request-ID": "client-id"}
+    response = await client.get("/api/v1/auth/me", headers=both)
+    assert response.headers["x-request-id"] == "k3-id"
+    assert response.json()["request_id"] == "k3-id"
+    plugin = await client.get("/health/live", headers={"Kong-Request-ID": "kong-abc#1"})
+    assert plugin.headers["x-request-id"] != "kong-abc#1"
     made = await client.get("/health/live")
     assert len(made.headers["x-request-id"]) == 32
 

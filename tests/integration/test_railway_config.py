@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.__main__ import DUAL_STACK_HOSTS
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,11 +24,12 @@ def deploy() -> dict[str, Any]:
     return section
 
 
-def test_start_command_serves_the_app_on_ipv6_and_the_injected_port() -> None:
-    """`python -m app --host ::`: PORT comes from Railway; :: reaches the private network."""
+def test_start_command_serves_the_app_dual_stack_on_the_injected_port() -> None:
+    """`python -m app --host ::`: PORT comes from Railway; :: is one dual-stack listener
+    (tests/integration/test_dual_stack.py runs this command over 127.0.0.1 and ::1)."""
     command = deploy()["startCommand"].split()
     assert command[:3] == ["python", "-m", "app"]
-    assert command[command.index("--host") + 1] == "::"
+    assert command[command.index("--host") + 1] in DUAL_STACK_HOSTS
     assert "--port" not in command
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
-from tests.support.localauth import LocalAuth, free_port
+from tests.support.localauth import LocalAuth, forged_service_role_key, free_port
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -114,7 +114,7 @@ async def test_bad_service_key_is_a_clear_503(
     running_apps: Any, make_settings: SettingsFactory, localauth: LocalAuth
 ) -> None:
     """Registration with a service key Supabase refuses says the key is wrong, not "500"."""
-    client = await running_apps(make_settings(supabase_service_role_key=localauth.anon_key))
+    client = await running_apps(make_settings(supabase_service_role_key=forged_service_role_key()))
     response = await client.post(
         f"{AUTH}/register", json={"email": new_email(), "password": TEST_PASSWORD}
     )

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from app.settings import Settings
-from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
+from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, both_key_modes, new_email
 from tests.support.authz import (
     admin_token,
     bearer,
@@ -24,7 +24,7 @@ from tests.support.authz import (
 from tests.support.localauth import LocalAuth, run_localauth
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, both_key_modes]
 
 ME = "/api/v1/auth/me"
 PROPAGATION_BUDGET = 0.1

@@ -89,6 +89,23 @@ async def test_requests_never_block_the_event_loop(tmp_path: Path) -> None:
             assert me.json()["email"] == "loop@example.com"
             listed = await client.get("/admin/users", headers=admin)
             assert listed.status_code == 200
+            # the mail flows, the mailbox, /verify and MFA run off the loop as well
+            bearer = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+            assert (await client.post("/otp", json={"email": "loop@example.com"})).json() == {}
+            mail = (await client.get("/mailbox/messages?to=loop@example.com")).json()["messages"]
+            verified = await client.post(
+                "/verify",
+                json={"email": "loop@example.com", "token": mail[0]["otp"], "type": "magiclink"},
+            )
+            assert verified.status_code == 200
+            enrolled = await client.post("/factors", json={"factor_type": "totp"}, headers=bearer)
+            assert enrolled.status_code == 200
+            challenge = await client.post(
+                f"/factors/{enrolled.json()['id']}/challenge", headers=bearer
+            )
+            assert challenge.status_code == 200
+            clients = await client.get("/admin/oauth/clients", headers=admin)
+            assert clients.json() == {"clients": []}
     db.close()
 
 

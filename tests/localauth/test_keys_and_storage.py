@@ -87,7 +87,15 @@ def test_env_file_and_key_file(tmp_path: Path) -> None:
     with run_localauth(tmp_path) as la:
         env_file = tmp_path / f"localauth-{la.port}.env"
         values = read_env_file(env_file)
-        assert set(values) == {"SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY"}
+        assert set(values) == {
+            "SUPABASE_URL",
+            "SUPABASE_PUBLISHABLE_KEY",
+            "SUPABASE_SECRET_KEY",
+            "SUPABASE_ANON_KEY",
+            "SUPABASE_SERVICE_ROLE_KEY",
+        }
+        assert values["SUPABASE_PUBLISHABLE_KEY"].startswith("sb_publishable_")
+        assert values["SUPABASE_SECRET_KEY"].startswith("sb_secret_")
         assert values["SUPABASE_URL"] == la.url
         for name, role in (
             ("SUPABASE_ANON_KEY", "anon"),

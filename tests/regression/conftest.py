@@ -21,10 +21,7 @@ USERS = 40
 def users(localauth: LocalAuth) -> list[tuple[str, str]]:
     """Confirmed users, created through localauth's admin API (not through the app)."""
     created: list[tuple[str, str]] = []
-    headers = {
-        "Authorization": f"Bearer {localauth.service_role_key}",
-        "apikey": localauth.service_role_key,
-    }
+    headers = localauth.admin_headers()
     with httpx.Client(base_url=localauth.url, headers=headers, timeout=10) as client:
         for _ in range(USERS):
             email = new_email()

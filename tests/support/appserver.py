@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +37,26 @@ class AppServer:
 
 @contextmanager
 def run_app(
-    env: Mapping[str, str], log_dir: Path, *, port: int | None = None
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    argv: Sequence[str] = (),
 ) -> Iterator[AppServer]:
-    """Start ``python -m app`` with ``env`` on a free port; wait for /health/live; stop it."""
+    """Start ``python -m app`` with ``env`` on a free port (``host``: HOST, ``::`` for
+    dual-stack) and the extra command-line ``argv``; wait for /health/live over IPv4;
+    stop it."""
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"app-{port}.log"
-    full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
+    full_env = {**os.environ, **env, "HOST": host, "PORT": str(port)}
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app"], env=full_env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app", *argv],
+            env=full_env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + _START_SECONDS

@@ -10,11 +10,8 @@ from tests.support.localauth import LocalAuth
 
 
 def admin_api(auth: LocalAuth) -> SyncGoTrueAdminAPI:
-    key = auth.service_role_key
     return SyncGoTrueAdminAPI(
-        url=auth.url + "/auth/v1",
-        headers={"apikey": key, "Authorization": f"Bearer {key}"},
-        http_client=None,
+        url=auth.url + "/auth/v1", headers=auth.admin_headers(), http_client=None
     )
 
 
