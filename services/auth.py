@@ -75,7 +75,7 @@ def _session_claims(session: AuthSession) -> tuple[str, str]:
     payload = session.access_token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     skew = time.time() - float(claims.get("iat") or time.time())
-    metrics.CLOCK_SKEW.set(skew)
+    metrics.CLOCK_SKEW.labels("supabase_auth").set(skew)
     if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
         log.warning("clock_skew", skew_s=round(skew, 1), against="supabase_auth_token_iat")
     return str(claims["session_id"]), str(claims["sub"])

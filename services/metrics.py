@@ -52,5 +52,7 @@ AUDIT_EVENTS = Counter(
 )
 CLOCK_SKEW = Gauge(
     "sg_clock_skew_seconds",
-    "This host's clock minus Supabase Auth's, from the iat of the last token it issued",
+    "This host's clock minus a reference's: supabase_auth (the iat of the last token it "
+    "issued here), redis (its TIME, at each readiness check)",
+    ["reference"],
 )

@@ -46,12 +46,20 @@ def test_a_slow_clock_is_logged_exported_and_visible_in_the_access_log(
         )
         assert me.status_code == 401
         assert me.json()["code"] == "invalid_token"
+        ready = client.get("/health/ready").json()
+        assert ready["checks"]["clock"]["state"] == "skewed"
         exported = client.get("/metrics").text
-    match = re.search(r"^sg_clock_skew_seconds (\S+)$", exported, flags=re.M)
-    assert match, exported
-    assert -125 < float(match.group(1)) < -115
+    for reference in ("supabase_auth", "redis"):
+        series = rf'^sg_clock_skew_seconds{{reference="{reference}"}} (\S+)$'
+        match = re.search(series, exported, flags=re.M)
+        assert match, exported
+        assert -125 < float(match.group(1)) < -115, reference
     log = lines(server.log)
-    skews = [line for line in log if line["event"] == "clock_skew"]
+    skews = [
+        line
+        for line in log
+        if line["event"] == "clock_skew" and line.get("against") == "supabase_auth_token_iat"
+    ]
     assert len(skews) == 2  # the registration's sign-in and the login
     assert all(-125 < line["skew_s"] < -115 and line["level"] == "warning" for line in skews)
     assert all(line["request_id"] for line in skews)
