@@ -95,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {settings.host} port {settings.port}: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
+    try:
+        from app.httpserver import bounded_protocol
+
+        http: Any = bounded_protocol(
+            max_header_count=settings.max_header_count,
+            max_header_bytes=settings.max_header_bytes,
+        )
+    except ImportError:  # No httptools: h11, bounded by h11_max_incomplete_event_size.
+        http = "h11"
     config = uvicorn.Config(
         app,
         # Only for uvicorn's messages: the sockets above decide where it listens.
@@ -108,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         access_log=False,
         log_config=None,
+        # Request heads are bounded (431) by the protocol; under h11 by this.
+        http=http,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     server = uvicorn.Server(config)
     log.info(

@@ -19,11 +19,12 @@ from starlette.routing import BaseRoute, Route
 from app import health, problems
 from app.authz import AuthzMiddleware
 from app.authz.layers import RateLimit, ResponseHeaders
+from app.edgeguard import EdgeGuardMiddleware
 from app.logging import configure_logging
 from app.middleware import EdgeMiddleware, ProxyFitMiddleware
 from app.openapi import openapi_endpoint
 from app.policy import POLICIES
-from app.routes import admin, auth
+from app.routes import admin, auth, events
 from app.settings import Settings
 from app.state import open_services
 from app.version import __version__
@@ -134,6 +135,12 @@ def create_app(
             name="internal:user_status",
             methods=["GET"],
         ),
+        guarded(
+            "/api/v1/internal/supabase-events",
+            events.supabase_events,
+            name="internal:supabase_events",
+            methods=["POST"],
+        ),
     ]
     middleware = [
         Middleware(
@@ -143,6 +150,13 @@ def create_app(
             prefixes=settings.forwarded_prefixes,
         ),
         Middleware(EdgeMiddleware, access_log=settings.log_access),
+        Middleware(
+            EdgeGuardMiddleware,
+            allowed_hosts=settings.allowed_hosts,
+            max_header_count=settings.max_header_count,
+            max_header_bytes=settings.max_header_bytes,
+            production=settings.is_production,
+        ),
     ]
     if settings.cors_origins:
         middleware.append(
@@ -172,6 +186,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # A trailing-slash redirect would be built from the Host header; API clients get 404s.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.upstream_probe = health.UpstreamProbe()
     return app

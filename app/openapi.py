@@ -27,7 +27,7 @@ _REF = "#/components/schemas/{model}"
 _BODIES: tuple[type[BaseModel], ...] = (RegisterBody, LoginBody, RefreshBody, LogoutBody, RolesBody)
 
 _PROBLEM_TEXT = {
-    400: "Malformed request (bad JSON, client went away)",
+    400: "Malformed request (not strict JSON, client went away) or a Host not allowed",
     401: "Missing, invalid or expired credentials",
     403: "Authenticated but not allowed",
     404: "No such resource",
@@ -36,11 +36,13 @@ _PROBLEM_TEXT = {
     415: "Body is not application/json",
     422: "The body or a query parameter failed validation; `errors` names each field",
     429: "Rate limited or locked out; see Retry-After",
+    431: "Too many request headers, or too large (MAX_HEADER_COUNT, MAX_HEADER_BYTES)",
     503: "A dependency is down or saturated; see Retry-After",
     504: "The authentication provider did not answer in time",
 }
 _BODY_ERRORS = (400, 413, 415, 422)
-_ALWAYS = (429, 503, 504)
+# 400 invalid_host and 431 come from the edge, before any route.
+_ALWAYS = (400, 429, 431, 503, 504)
 _ADMIN = (401, 403, 404)
 
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -75,6 +77,16 @@ def _query(name: str, maximum: int, default: int, description: str) -> dict[str,
     }
 
 
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "maxLength": 1024},
+    }
+
+
 @dataclass(frozen=True)
 class Operation:
     summary: str
@@ -87,6 +99,9 @@ class Operation:
     problems: tuple[int, ...] = ()
     extra_statuses: tuple[int, ...] = ()
     query: tuple[dict[str, Any], ...] = ()
+    headers: tuple[dict[str, Any], ...] = ()
+    # A request body documented by name, for a model defined beside its route.
+    body_schema: str | None = None
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -175,6 +190,21 @@ OPERATIONS: dict[str, Operation] = {
     "admin:unlock": Operation(
         "Clear a user's login lockout", "admin", ok_status=204, problems=_ADMIN
     ),
+    "internal:supabase_events": Operation(
+        "From Supabase: a user changed or was deleted (Standard Webhooks signature)",
+        "internal",
+        ok_schema=ref("EventOutcome"),
+        body_schema="EventBody",
+        problems=(*_BODY_ERRORS, 401, 404),
+        headers=tuple(
+            _header(name, "Standard Webhooks: " + text)
+            for name, text in (
+                ("webhook-id", "the delivery id (applied once)"),
+                ("webhook-timestamp", "Unix time of the delivery (at most 5 minutes off)"),
+                ("webhook-signature", "v1,<base64 HMAC-SHA256> with SUPABASE_EVENTS_SECRET"),
+            )
+        ),
+    ),
     "internal:user_status": Operation(
         "For other services: is the user banned, and since when are tokens refused",
         "internal",
@@ -238,7 +268,8 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
             "content": {op.ok_media: {"schema": op.ok_schema or {}}},
         }
     security = security_for(name)
-    if op.problems or security or op.body is not None:
+    body_name = op.body.__name__ if op.body is not None else op.body_schema
+    if op.problems or security or body_name is not None:
         for status in sorted({*op.problems, *_ALWAYS}):
             responses[str(status)] = _problem_response(status)
     spec: dict[str, Any] = {
@@ -248,10 +279,10 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
         "security": security,
         "responses": responses,
     }
-    if op.body is not None:
+    if body_name is not None:
         spec["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": ref(op.body.__name__)}},
+            "content": {"application/json": {"schema": ref(body_name)}},
         }
     parameters = [
         _path_parameter(part[1:-1])
@@ -259,6 +290,7 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
         if part.startswith("{") and part.endswith("}")
     ]
     parameters.extend(op.query)
+    parameters.extend(op.headers)
     if parameters:
         spec["parameters"] = parameters
     return spec
@@ -270,6 +302,12 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     if email is not None:
         email["format"] = "email"
     return schema
+
+
+def _event_body() -> type[BaseModel]:
+    from app.routes.events import EventBody
+
+    return EventBody
 
 
 def _generic(name: str, endpoint: Any) -> Operation:
@@ -301,8 +339,11 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
         for method in sorted(methods):
             paths.setdefault(path, {})[method.lower()] = _operation(name, op, path, method)
     schemas = components()
-    for model in _BODIES:
-        schemas[model.__name__] = _body_schema(model)
+    for model in (*_BODIES, _event_body()):
+        schema = _body_schema(model)
+        # Nested models: their refs already point at components (``_REF``), so they move there.
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     return {
         "openapi": "3.1.0",
         "info": {
@@ -319,7 +360,8 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
 
 
 async def openapi_endpoint(request: Request) -> Response:
-    """The document, with ``servers`` as the client sees this service (prefix and scheme
-    from a trusted proxy included)."""
-    server_url = str(request.base_url).rstrip("/") or "/"
+    """The document, with ``servers`` relative to where it is served: the path prefix a
+    trusted proxy reported (``X-Forwarded-Prefix``), never the client's ``Host``, so a
+    forged ``Host`` cannot point a client generated from it elsewhere."""
+    server_url = str(request.scope.get("root_path") or "").rstrip("/") or "/"
     return JSONResponse(build_openapi(list(request.app.routes), server_url=server_url))

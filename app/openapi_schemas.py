@@ -84,8 +84,27 @@ REGISTRATION: dict[str, Any] = {
     "type": "object",
     "required": ["user", "session"],
     "properties": {
-        "user": ref("User"),
+        "user": {
+            "oneOf": [
+                ref("User"),
+                {
+                    "type": "object",
+                    "description": "With REGISTER_CONCEAL_EXISTING: only the address",
+                    "required": ["email"],
+                    "properties": {"email": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+            ]
+        },
         "session": {"oneOf": [ref("Session"), {"type": "null"}]},
+    },
+}
+EVENT_OUTCOME: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "sessions_ended"],
+    "properties": {
+        "status": {"type": "string", "enum": ["applied", "duplicate"]},
+        "sessions_ended": {"type": "integer", "minimum": 0},
     },
 }
 ME: dict[str, Any] = {
@@ -221,6 +240,7 @@ def components() -> dict[str, Any]:
         "UserPage": USER_PAGE,
         "Revoked": REVOKED,
         "UserStatus": USER_STATUS,
+        "EventOutcome": EVENT_OUTCOME,
         "Live": LIVE,
         "Ready": READY,
         "Check": CHECK,

@@ -18,6 +18,7 @@ from app.authz.layers import (
     RequireRole,
     ServiceCredentials,
     SessionAlive,
+    SupabaseRecheck,
     VerifyToken,
 )
 
@@ -37,6 +38,8 @@ ADMIN: tuple[Layer, ...] = (
     RequireRole(frozenset({"admin"})),
     RequireAal("aal2", setting="admin_require_aal2"),
     RateLimit("admin", per="account"),
+    # Last: only a caller the token already says is an admin costs an upstream call.
+    SupabaseRecheck(frozenset({"admin"})),
 )
 
 SERVICE: tuple[Layer, ...] = (ServiceCredentials(), RateLimit("internal", per="service"))
@@ -58,4 +61,6 @@ POLICIES: dict[str, tuple[Layer, ...]] = {
     "admin:revoke_sessions": ADMIN,
     "admin:unlock": ADMIN,
     "internal:user_status": SERVICE,
+    # Signed by Supabase (Standard Webhooks); the signature is checked by the endpoint.
+    "internal:supabase_events": (RateLimit("events"),),
 }

@@ -7,7 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+from services.metadata import metadata_problems
+
+# Any character but "@", white space and control characters (which no mailbox holds).
+_C = r"[^@\s\x00-\x1f\x7f]"
+_EMAIL = re.compile(rf"^{_C}{{1,64}}@{_C}+\.{_C}+$")
 
 
 def _email(value: str) -> str:
@@ -17,6 +21,14 @@ def _email(value: str) -> str:
     return value.lower()
 
 
+def _user_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    problems = metadata_problems(value)
+    if problems:
+        raise ValueError("user metadata " + "; ".join(problems))
+    return value
+
+
+UserMetadata = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_user_metadata)]
 Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 Password = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -28,7 +40,7 @@ class Body(BaseModel):
 class RegisterBody(Body):
     email: Email
     password: Password
-    data: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    data: UserMetadata = Field(default_factory=dict)
 
 
 class LoginBody(Body):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -57,6 +59,31 @@ ServiceCredentials = Annotated[dict[str, SecretStr], BeforeValidator(_split_cred
 RateLimitRules = Annotated[
     list[str], BeforeValidator(_split_csv), AfterValidator(_valid_rate_limits)
 ]
+
+
+def _webhook_secrets(value: Any) -> Any:
+    """``"v1,whsec_<base64> v1,whsec_<base64>"`` (space-separated, for rotation) → the
+    ``whsec_`` secrets; each must decode (strict base64) to at least 16 bytes."""
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        return value
+    secrets: list[str] = []
+    for item in value.split():
+        secret = item.removeprefix("v1,")
+        if not secret.startswith("whsec_"):
+            raise ValueError("each secret must look like v1,whsec_<base64>")
+        try:
+            raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a whsec_ secret is not valid base64") from None
+        if len(raw) < 16:
+            raise ValueError("a whsec_ secret must hold at least 16 bytes")
+        secrets.append(secret)
+    return secrets
+
+
+WebhookSecrets = Annotated[list[SecretStr], BeforeValidator(_webhook_secrets)]
 
 
 class ConfigurationError(Exception):
@@ -199,6 +226,23 @@ class Settings(BaseSettings):
     lockout_account_window_seconds: float = Field(default=300.0, gt=0)
     lockout_account_threshold: int = Field(default=50, ge=1)
     lockout_account_seconds: float = Field(default=300.0, gt=0)
+
+    # Hostile input and trust boundaries (docs/security.md).
+    # Host names (or "*.example.com") this service answers for; empty: any. /health/* and
+    # /metrics answer any Host (platform probes use addresses).
+    allowed_hosts: CsvList = Field(default_factory=list)
+    # Request heads: more headers or more bytes (request line included) answer 431.
+    max_header_count: int = Field(default=100, ge=8, le=1000)
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    # A taken address answers registration like a fresh one (201, no tokens), not 409.
+    register_conceal_existing: bool = False
+    # Failed sign-ins are padded to the observed successful-path time; this until learnt.
+    login_failure_floor_seconds: float = Field(default=0.1, ge=0, le=5)
+    # Admin routes re-check the caller against Supabase at most this often (0: always).
+    admin_reverify_seconds: float = Field(default=30.0, ge=0, le=300)
+    # Standard Webhooks secrets ("v1,whsec_...", space-separated) of Supabase-side change
+    # events (POST /api/v1/internal/supabase-events); unset: the endpoint answers 404.
+    supabase_events_secret: WebhookSecrets = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Settings:

@@ -10,9 +10,12 @@ import redis.asyncio as aioredis
 
 from app.settings import Settings
 from services.auth import AuthService, LoginGuard
+from services.credentials import CredentialGuard
+from services.events import SupabaseEvents
 from services.gateway import GatewayConfig, SupabaseGateway
 from services.lockout import LockoutPolicy, LoginLockout
 from services.passwords import PasswordPolicy
+from services.principals import PrincipalCache
 from services.ratelimit import RateLimiter, parse_rules
 from services.sessions import SessionStore
 from services.tokens import TokenVerifier
@@ -29,6 +32,9 @@ class Services:
     auth: AuthService
     rate_limiter: RateLimiter | None = None
     lockout: LoginLockout | None = None
+    credential_guard: CredentialGuard | None = None
+    principals: PrincipalCache | None = None
+    events: SupabaseEvents | None = None
 
 
 def build_redis(settings: Settings) -> aioredis.Redis:
@@ -64,7 +70,9 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
     )
 
 
-def build_lockout(settings: Settings, redis: aioredis.Redis) -> LoginLockout | None:
+def build_lockout(
+    settings: Settings, redis: aioredis.Redis, *, namespace: str = ""
+) -> LoginLockout | None:
     if not settings.lockout_enabled:
         return None
     policy = LockoutPolicy(
@@ -76,7 +84,7 @@ def build_lockout(settings: Settings, redis: aioredis.Redis) -> LoginLockout | N
         account_threshold=settings.lockout_account_threshold,
         account_lock=settings.lockout_account_seconds,
     )
-    return LoginLockout(redis, prefix=settings.redis_key_prefix, policy=policy)
+    return LoginLockout(redis, prefix=settings.redis_key_prefix + namespace, policy=policy)
 
 
 async def open_services(
@@ -133,7 +141,12 @@ async def open_services(
         refresh_grace=settings.refresh_grace_seconds,
         session_ttl=settings.session_ttl_seconds,
         guard=guard,
+        conceal_existing=settings.register_conceal_existing,
+        failure_floor_seconds=settings.login_failure_floor_seconds,
     )
+    principals = PrincipalCache(gateway, ttl=settings.admin_reverify_seconds)
+    sessions.user_listeners.append(principals.forget)
+    credential_lockout = build_lockout(settings, redis, namespace="cred:")
     return Services(
         settings=settings,
         redis=redis,
@@ -150,4 +163,12 @@ async def open_services(
             else None
         ),
         lockout=lockout,
+        credential_guard=CredentialGuard(credential_lockout) if credential_lockout else None,
+        principals=principals,
+        events=SupabaseEvents(
+            redis=redis,
+            prefix=settings.redis_key_prefix,
+            sessions=sessions,
+            principals=principals,
+        ),
     )

@@ -19,6 +19,7 @@ from services import audit, errors, metrics
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
 from services.sessions import SessionInfo, SessionStore, redis_call
+from services.timing import LatencyFloor
 from services.tokens import Claims
 
 log = structlog.get_logger("services.auth")
@@ -95,6 +96,8 @@ class AuthService:
         session_ttl: int,
         guard: LoginGuard | None = None,
         registration_window: int = 600,
+        conceal_existing: bool = False,
+        failure_floor_seconds: float = 0.1,
     ) -> None:
         self.gateway = gateway
         self.sessions = sessions
@@ -106,6 +109,12 @@ class AuthService:
         self.session_ttl = session_ttl
         self.guard: LoginGuard = guard or NoLoginGuard()
         self.registration_window = registration_window
+        # REGISTER_CONCEAL_EXISTING: a taken address answers like a fresh registration.
+        self.conceal_existing = conceal_existing
+        # Failed sign-ins (and, when concealing, taken addresses) take as long as the
+        # successful path, so timing does not tell which addresses have accounts.
+        self.login_floor = LatencyFloor(initial=failure_floor_seconds)
+        self.register_floor = LatencyFloor(initial=failure_floor_seconds)
         # How long a concurrent duplicate waits for the first request's answer.
         self._wait_budget = gateway.config.pool_wait + gateway.config.deadline + 1.0
 
@@ -123,6 +132,8 @@ class AuthService:
             raise errors.DeadlineExceeded(
                 "A concurrent registration of this address did not finish."
             )
+        started = time.monotonic()
+        taken = False
         try:
             try:
                 user = await self.gateway.create_user(
@@ -134,15 +145,27 @@ class AuthService:
                     }
                 )
             except errors.EmailExists:
-                return await self._replayed_registration(record_key, email, password, client)
-            await redis_call(
-                "register",
-                self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
-            )
-            metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
-            log.info("user_registered", user_id=user.get("id"))
+                if not self.conceal_existing:
+                    return await self._replayed_registration(record_key, email, password, client)
+                taken = True
+            else:
+                self.register_floor.observe(time.monotonic() - started)
+                await redis_call(
+                    "register",
+                    self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
+                )
+                metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
+                log.info("user_registered", user_id=user.get("id"))
         finally:
             await self._release(lock)
+        if self.conceal_existing:
+            # REGISTER_CONCEAL_EXISTING: a taken address gets the answer a fresh one gets,
+            # as late as a fresh one would (padded after the lock is released); no tokens,
+            # so the client signs in next either way.
+            if taken:
+                metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+                await self.register_floor.pad(started)
+            return Registration(user={"email": email}, session=None)
         if not self.email_confirm:
             return Registration(user=user, session=None)
         session = await self._open_session(email, password, client)
@@ -178,19 +201,26 @@ class AuthService:
         except errors.LockedOut:
             metrics.AUTH_OUTCOMES.labels("login", "locked").inc()
             raise
+        started = time.monotonic()
         try:
             session = await self.gateway.sign_in(email, password)
-        except errors.InvalidCredentials:
+        except (errors.InvalidCredentials, errors.UserBanned) as exc:
+            # Supabase Auth reports a ban before it checks the password, so "banned" would
+            # tell anyone that the address has an account; it stays "invalid credentials".
             metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
             audit.event(
                 "auth.sign_in_failed",
-                reason="invalid_credentials",
+                reason=exc.code,  # the operator sees the ban the client is not told of
                 email_hash=audit.email_hash(email),
                 ip=client.ip,
             )
             await self.guard.record_failure(email, client.ip)
-            raise
-        except (errors.EmailNotConfirmed, errors.UserBanned) as exc:
+            await self.login_floor.pad(started)
+            if isinstance(exc, errors.InvalidCredentials):
+                raise
+            raise errors.InvalidCredentials() from None
+        except errors.EmailNotConfirmed as exc:
+            # Reported only after a correct password (GoTrue checks it first).
             metrics.AUTH_OUTCOMES.labels("login", exc.code).inc()
             audit.event(
                 "auth.sign_in_failed",
@@ -199,6 +229,7 @@ class AuthService:
                 ip=client.ip,
             )
             raise
+        self.login_floor.observe(time.monotonic() - started)
         # Independent writes: one round trip of latency instead of one each.
         await asyncio.gather(
             self._record_session(session, client), self.guard.record_success(email, client.ip)

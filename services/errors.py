@@ -5,17 +5,17 @@ status and a stable machine-readable ``code``. ``app/`` renders the whole family
 single handler, so no code path can end in a bare 500.
 
     AuthServiceError
-    ├── BadRequest (400)               malformed JSON, unreadable body
+    ├── BadRequest (400)               malformed JSON, unreadable body, InvalidHost
     ├── Unauthenticated (401)          who are you?
     │   ├── MissingToken, InvalidToken, TokenExpired, SessionRevoked
     │   ├── InvalidCredentials, InvalidRefreshToken, RefreshTokenReused
-    │   └── ServiceCredentialsInvalid
+    │   └── ServiceCredentialsInvalid, InvalidWebhookSignature
     ├── Forbidden (403)                may you?
     │   ├── EmailNotConfirmed, UserBanned, InsufficientRole, InsufficientScope
     │   └── NotOwner, InsufficientAssurance, IpNotAllowed
     ├── NotFound (404)
     ├── Conflict (409)                 EmailExists
-    ├── PayloadTooLarge (413), UnsupportedMediaType (415)
+    ├── PayloadTooLarge (413), UnsupportedMediaType (415), HeadersTooLarge (431)
     ├── ValidationFailed (422)         WeakPassword
     ├── TooManyRequests (429)          RateLimited, LockedOut, UpstreamRateLimited
     ├── ServiceUnavailable (503)       UpstreamUnavailable, CircuitOpen, PoolExhausted,
@@ -173,6 +173,21 @@ class EmailExists(Conflict):
 class PayloadTooLarge(AuthServiceError):
     status, code, title = 413, "payload_too_large", "Payload too large"
     default_detail = "The request body is too large."
+
+
+class HeadersTooLarge(AuthServiceError):
+    status, code, title = 431, "headers_too_large", "Request header fields too large"
+    default_detail = "The request has too many headers, or they are too large."
+
+
+class InvalidHost(BadRequest):
+    code = "invalid_host"
+    default_detail = "This service does not answer for that host name."
+
+
+class InvalidWebhookSignature(Unauthenticated):
+    code = "invalid_signature"
+    default_detail = "The event's signature does not verify."
 
 
 class UnsupportedMediaType(AuthServiceError):

@@ -49,6 +49,7 @@ DEFAULT_RULES = (
     "refresh=30/60",
     "admin=120/60",
     "internal=600/60",
+    "events=600/60",
 )
 
 

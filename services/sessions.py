@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -112,13 +112,17 @@ class SessionStore:
         self.channel = f"{prefix}invalidate"
         self._stale_after = stale_after
         self._ping_interval = ping_interval
-        self._alive: _Lru[bool] = _Lru(cache_size)
+        # Session id -> its owner's user id ("" once it is gone).
+        self._alive: _Lru[str] = _Lru(cache_size)
         self._users: _Lru[UserState] = _Lru(cache_size)
         self._generation = 0
         self._subscribed = False
         self._last_heard = 0.0
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
+        # Called with a user id when that user's state changed on any instance (None:
+        # everything may have), so other per-user caches (services.principals) follow.
+        self.user_listeners: list[Callable[[str | None], None]] = []
 
     # -- keys ------------------------------------------------------------------------
 
@@ -210,6 +214,8 @@ class SessionStore:
         self._generation += 1
         self._alive.clear()
         self._users.clear()
+        for listener in self.user_listeners:
+            listener(None)
 
     def _evict(self, data: bytes | str) -> None:
         self._generation += 1
@@ -220,31 +226,35 @@ class SessionStore:
             self._alive.pop(item[2:], None)
         elif item.startswith("u:"):
             self._users.pop(item[2:], None)
+            for listener in self.user_listeners:
+                listener(item[2:])
 
     # -- the hot path ----------------------------------------------------------------
 
     async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
-        """Whether the session is alive, and its user's state: from the cache while it is
-        trusted, else from Redis (``RedisUnavailable`` if Redis is down)."""
+        """Whether the session is alive **and belongs to** ``uid``, and the user's state:
+        from the cache while it is trusted, else from Redis (``RedisUnavailable`` if Redis
+        is down). A token naming another user's session is refused as not alive."""
         if self.cache_trusted:
-            alive = self._alive.get(sid)
+            owner = self._alive.get(sid)
             state = self._users.get(uid)
-            if alive is not None and state is not None:
+            if owner is not None and state is not None:
                 _SESSION_HIT.inc()
-                return alive, state
+                return owner == uid, state
         _SESSION_MISS.inc()
         generation = self._generation
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._session_key(sid))
+            pipe.hget(self._session_key(sid), "user_id")
             pipe.get(self._nbf_key(uid))
             pipe.exists(self._ban_key(uid))
-            exists, nbf, banned = await redis_call("session_check", pipe.execute())
-        alive = bool(exists)
+            raw_owner, nbf, banned = await redis_call("session_check", pipe.execute())
+        # "" for a missing session: cached as "nobody's".
+        owner = raw_owner.decode() if isinstance(raw_owner, bytes) else str(raw_owner or "")
         state = UserState(not_before=float(nbf or 0), banned=bool(banned))
         if generation == self._generation and self.cache_trusted:
-            self._alive.put(sid, alive)
+            self._alive.put(sid, owner)
             self._users.put(uid, state)
-        return alive, state
+        return bool(owner) and owner == uid, state
 
     # -- writes ----------------------------------------------------------------------
 

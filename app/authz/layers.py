@@ -119,10 +119,12 @@ class Owner:
 
     async def check(self, ctx: AuthContext) -> None:
         claims = ctx.require_claims()
-        if str(ctx.path_params.get(self.param, "")) == claims.sub:
+        if str(ctx.path_params.get(self.param, "")).lower() == claims.sub.lower():
             return
         if self.admin_role not in claims.roles:
             raise errors.NotOwner()
+        # Access to someone else's data on the strength of a role: ask Supabase too.
+        await SupabaseRecheck(frozenset({self.admin_role})).check(ctx)
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,14 @@ def _digest(value: str) -> bytes:
 class ServiceCredentials:
     """Service-to-service: ``X-Service-ID`` and ``X-Service-Secret`` match a pair of
     ``SERVICE_CREDENTIALS``. The secret is compared in constant time, and an unknown id
-    costs the same comparison, so timing tells nothing about which ids exist."""
+    costs the same comparison, so timing tells nothing about which ids exist. Failures are
+    counted per source address before the comparison (``services.credentials``): a source
+    that keeps guessing is refused even once it guesses right."""
 
     async def check(self, ctx: AuthContext) -> None:
+        guard = ctx.services.credential_guard
+        if guard is not None:
+            await guard.before("service", ctx.client_ip)
         service_id = ctx.headers.get("x-service-id", "")
         offered = ctx.headers.get("x-service-secret", "")
         expected = ctx.services.settings.service_credentials.get(service_id)
@@ -189,8 +196,31 @@ class ServiceCredentials:
                 if expected is None
                 else "wrong_secret",
             )
+            if guard is not None:
+                await guard.failed("service", ctx.client_ip)
             raise errors.ServiceCredentialsInvalid()
+        if guard is not None:
+            await guard.succeeded("service", ctx.client_ip)
         ctx.service_id = service_id
+
+
+class SupabaseRecheck:
+    """Privileged routes: the caller is, according to Supabase now (not only the token),
+    still a user, not banned, and still holds one of ``roles`` (``services.principals``:
+    cached for ``ADMIN_REVERIFY_SECONDS``)."""
+
+    def __init__(self, roles: frozenset[str]) -> None:
+        self.roles = roles
+
+    async def check(self, ctx: AuthContext) -> None:
+        principals = ctx.services.principals
+        if principals is None:
+            return
+        principal = await principals.get(ctx.require_claims().sub)
+        if principal.banned:
+            raise errors.UserBanned()
+        if not self.roles.intersection(principal.roles):
+            raise errors.InsufficientRole("Your role was removed.")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -11,9 +10,10 @@ from starlette.responses import JSONResponse, Response
 
 from app.authz import auth_context
 from app.body import read_model
+from app.params import path_uuid, query_int
 from app.schemas import RolesBody
 from app.state import Services
-from services import audit, errors
+from services import audit
 
 # What Supabase documents for "banned until further notice".
 _BAN_FOREVER = "876000h"
@@ -26,22 +26,7 @@ def _services(request: Request) -> Services:
 
 
 def _user_id(request: Request) -> str:
-    raw = str(request.path_params["user_id"])
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise errors.NotFound("No such user.") from None
-
-
-def _int_param(request: Request, name: str, default: int, upper: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= upper:
-        raise errors.ValidationFailed(
-            errors=[{"field": name, "message": f"must be an integer from 1 to {upper}"}]
-        )
-    return int(raw)
+    return path_uuid(request.path_params, "user_id", what="user")
 
 
 def _actor(request: Request) -> str:
@@ -55,8 +40,8 @@ def _roles(user: dict[str, Any]) -> list[str]:
 
 
 async def list_users(request: Request) -> Response:
-    page = _int_param(request, "page", 1, 1_000_000)
-    per_page = _int_param(request, "per_page", 50, _MAX_PER_PAGE)
+    page = query_int(request.query_params, "page", default=1, upper=1_000_000)
+    per_page = query_int(request.query_params, "per_page", default=50, upper=_MAX_PER_PAGE)
     users = await _services(request).gateway.list_users(page, per_page)
     return JSONResponse({"users": users, "page": page, "per_page": per_page})
 

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.authz import auth_context
 from app.body import read_model
+from app.params import path_uuid
 from app.schemas import LoginBody, LogoutBody, RefreshBody, RegisterBody
 from services.auth import Client
 
@@ -86,5 +87,6 @@ async def list_sessions(request: Request) -> Response:
 
 async def delete_session(request: Request) -> Response:
     ctx = auth_context(request)
-    await ctx.services.auth.revoke_session(ctx.require_claims(), request.path_params["session_id"])
+    session_id = path_uuid(request.path_params, "session_id", what="session")
+    await ctx.services.auth.revoke_session(ctx.require_claims(), session_id)
     return Response(status_code=204)

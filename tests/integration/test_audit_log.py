@@ -122,21 +122,21 @@ def test_access_and_audit_lines_name_each_event_and_leak_nothing(
         assert client.post(f"{base}/sessions/revoke", headers=ops).status_code == 200
         assert client.post(f"{base}/ban", headers=ops).status_code == 200
         banned = login(client, user_email)
-        assert banned.json()["code"] == "user_banned"
+        assert banned.json()["code"] == "invalid_credentials"  # a ban is not told to the client
         assert client.post(f"{base}/unban", headers=ops).status_code == 200
         unlock = client.post(f"/api/v1/admin/users/{victim_id}/unlock", headers=ops)
         assert unlock.status_code == 204
 
-        # Another service: a wrong secret, an unknown id, then its own rate limit.
+        # Another service: its own rate limit, then a wrong secret and an unknown id.
         status_url = f"/api/v1/internal/users/{user_id}/status"
+        good = {"X-Service-ID": "billing", "X-Service-Secret": SERVICE_SECRET}
+        statuses = [client.get(status_url, headers=good).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
         for service_id, secret in (("billing", "not-the-secret"), ("nobody", SERVICE_SECRET)):
             refused = client.get(
                 status_url, headers={"X-Service-ID": service_id, "X-Service-Secret": secret}
             )
             assert refused.status_code == 401
-        good = {"X-Service-ID": "billing", "X-Service-Secret": SERVICE_SECRET}
-        statuses = [client.get(status_url, headers=good).status_code for _ in range(4)]
-        assert statuses == [200, 200, 200, 429]
         metrics = client.get("/metrics").text
     # Read once the process has exited: every line is written by then.
     log = lines(server.log)
@@ -202,6 +202,7 @@ def test_access_and_audit_lines_name_each_event_and_leak_nothing(
     assert ("/api/v1/admin/users", 401, None) in routes
     assert ("/api/v1/admin/users/{user_id}/ban", 200, admin_id) in routes
     assert ("/api/v1/internal/users/{user_id}/status", 429, None) in routes
+    assert ("/api/v1/internal/users/{user_id}/status", 401, None) in routes
     assert not any(route == "/health/live" for route, _, _ in routes)  # debug level only
     # One access line per request that reached the app (the /metrics scrape included).
     assert sum(1 for line in access if line["route"] == "/api/v1/auth/login") == 8

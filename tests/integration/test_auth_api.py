@@ -181,14 +181,17 @@ async def test_login_wrong_password_and_unknown_user_are_401(client: httpx.Async
     assert wrong.json()["detail"] == unknown.json()["detail"]
 
 
-async def test_login_banned_user_is_403(client: httpx.AsyncClient, localauth: LocalAuth) -> None:
-    """A user banned in Supabase cannot sign in."""
+async def test_login_banned_user_is_refused_as_invalid(
+    client: httpx.AsyncClient, localauth: LocalAuth
+) -> None:
+    """A user banned in Supabase cannot sign in, and the answer does not say the account
+    exists: Supabase reports a ban before it checks the password."""
     email = new_email()
     user_id = create_user(localauth, email, TEST_PASSWORD)
     ban_user(localauth, user_id)
     response = await client.post(f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD})
-    assert response.status_code == 403
-    assert response.json()["code"] == "user_banned"
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
 
 
 async def test_login_email_is_case_insensitive(client: httpx.AsyncClient) -> None:

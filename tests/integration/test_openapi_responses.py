@@ -4,6 +4,7 @@ users, admins, other services) and for their refusals, whose `code` is in the en
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from app.openapi import security_for
 from app.settings import Settings
 from tests.conftest import TEST_PASSWORD, SettingsFactory, new_email
+from tests.security.conftest import EVENTS_SECRET, sign_event
 from tests.support.authz import admin_token, bearer, login, seeded_user
 from tests.support.localauth import LocalAuth
 
@@ -51,7 +53,11 @@ async def test_every_route_answers_as_documented(
     running_apps: Callable[[Settings], Any], make_settings: SettingsFactory, localauth: LocalAuth
 ) -> None:
     client: httpx.AsyncClient = await running_apps(
-        make_settings(service_credentials=f"billing:{SECRET}", rate_limit_enabled="false")
+        make_settings(
+            service_credentials=f"billing:{SECRET}",
+            supabase_events_secret="v1," + EVENTS_SECRET,
+            rate_limit_enabled="false",
+        )
     )
     spec = (await client.get("/openapi.json")).json()
     check = Checker(client, spec)
@@ -108,7 +114,7 @@ async def test_every_route_answers_as_documented(
     await check.call("PUT", user + "/roles", at + "/roles", json={"roles": "a"}, headers=ops)
     await check.call("POST", user + "/ban", at + "/ban", headers=ops)
     banned = await check.call("POST", "/api/v1/auth/login", json=body)
-    assert banned.json()["code"] == "user_banned"
+    assert banned.json()["code"] == "invalid_credentials"  # a ban is not told to the client
     await check.call("POST", user + "/unban", at + "/unban", headers=ops)
     await check.call("POST", user + "/unlock", at + "/unlock", headers=ops)
     await check.call("POST", user + "/sessions/revoke", at + "/sessions/revoke", headers=ops)
@@ -119,6 +125,13 @@ async def test_every_route_answers_as_documented(
         "GET", internal, f"/api/v1/internal/users/{user_id}/status", headers=service
     )
     assert answer.json()["not_before"] > 0  # the admin ended every session
+    events = "/api/v1/internal/supabase-events"
+    event = json.dumps(
+        {"type": "user.updated", "data": {"user_id": user_id, "changes": ["email"]}}
+    ).encode()
+    await check.call("POST", events, content=event, headers=sign_event(event))
+    unsigned = {"content-type": "application/json", "webhook-id": "msg_x"}
+    await check.call("POST", events, content=event, headers=unsigned)
     wrong = {**service, "X-Service-Secret": "wrong"}
     await check.call("GET", internal, f"/api/v1/internal/users/{user_id}/status", headers=wrong)
 
@@ -150,7 +163,7 @@ def test_each_route_documents_the_scheme_its_policy_demands(make_settings: Setti
             assert documented == security_for(name)
             if path.startswith(("/api/v1/admin", "/api/v1/users")) or name.startswith("auth:s"):
                 assert documented == [{"bearer": []}], path
-            if path.startswith("/api/v1/internal"):
+            if name == "internal:user_status":
                 assert documented == [{"serviceId": [], "serviceSecret": []}], path
             if name in ("auth:login", "auth:register", "auth:refresh", "health:live"):
                 assert documented == [], path

@@ -1,4 +1,5 @@
-"""The integration suite, run once under blockbuster, finds no blocking call on the loop."""
+"""The integration and security suites, run once under blockbuster, find no blocking call on
+the loop."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def test_integration_suite_has_no_blocking_call_on_the_loop() -> None:
             "-m",
             "pytest",
             "tests/integration",
+            "tests/security",
             "-q",
             "-p",
             "no:cacheprovider",

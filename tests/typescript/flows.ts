@@ -42,7 +42,12 @@ export async function userFlow(email: string, password: string): Promise<string[
   if (registered.error) {
     return [advice(registered.error)];
   }
-  const user: Schemas["User"] = registered.data.user;
+  // With REGISTER_CONCEAL_EXISTING the answer may hold only the address.
+  const registeredUser = registered.data.user;
+  if (!("id" in registeredUser)) {
+    return [registeredUser.email];
+  }
+  const user: Schemas["User"] = registeredUser;
   seen.push(user.id, user.created_at);
   const maybeSession: Schemas["Session"] | null = registered.data.session;
   if (maybeSession !== null) seen.push(maybeSession.token_type);

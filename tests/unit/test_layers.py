@@ -72,7 +72,10 @@ def context(
         "service_credentials": {},
     }
     services = SimpleNamespace(
-        settings=SimpleNamespace(**{**defaults, **settings}), sessions=sessions or FakeSessions()
+        settings=SimpleNamespace(**{**defaults, **settings}),
+        sessions=sessions or FakeSessions(),
+        credential_guard=None,
+        principals=None,
     )
     scope = {"type": "http", "path_params": path_params or {}, "headers": []}
     return AuthContext(

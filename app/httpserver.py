@@ -1,0 +1,124 @@
+"""The uvicorn HTTP protocol this service runs, with a bounded request head.
+
+uvicorn's default parser (httptools) buffers a request head of any size: a client can send
+megabytes of headers and the process holds them all before the app sees a byte. The
+protocol here counts the head while it arrives and, past ``max_header_bytes`` bytes or
+``max_header_count`` headers, answers ``431`` as ``application/problem+json`` and closes
+the connection. The edge middleware (``app.edgeguard``) applies the same limits to the
+parsed head for any other ASGI server. Under ``--http h11`` uvicorn's own
+``h11_max_incomplete_event_size`` bounds the head instead (``app.__main__`` sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.problems import PROBLEM_TYPE_BASE
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; httptools reports it as a parser error."""
+
+
+def problem_431(max_count: int, max_bytes: int) -> bytes:
+    body = json.dumps(
+        {
+            "type": PROBLEM_TYPE_BASE + "headers_too_large",
+            "title": "Request header fields too large",
+            "status": 431,
+            "detail": f"At most {max_count} headers and {max_bytes} bytes of request line "
+            "and headers are accepted.",
+            "code": "headers_too_large",
+            "request_id": os.urandom(16).hex(),
+        }
+    ).encode()
+    return b"".join(
+        [
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            b"content-type: application/problem+json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_count = 100
+    max_header_bytes = 32 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_open = False
+        self._head_bytes = 0  # bytes received while the current head is incomplete
+        self._parsed_bytes = 0  # bytes of request line and headers the parser completed
+        self._header_count = 0
+        self._head_refused = False
+
+    def data_received(self, data: bytes) -> None:
+        continued = self._head_open
+        if continued:
+            # Everything that arrives while a head is incomplete is head (a pipelined body
+            # tail may be counted too; the limit is far above any real head).
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse()
+                return
+        super().data_received(data)
+        if not continued and self._head_open and not self._head_refused:
+            # A head began in this chunk and is still incomplete.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open = True
+        self._head_bytes = self._parsed_bytes = self._header_count = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4, 1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        super().on_headers_complete()
+
+    def _count(self, size: int, headers: int) -> None:
+        self._header_count += headers
+        self._parsed_bytes += size
+        if self._header_count > self.max_header_count or self._parsed_bytes > self.max_header_bytes:
+            self._head_refused = True
+            raise _HeadTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        # A parser error raised by our own callbacks is the head limit, not bad syntax.
+        if self._head_refused:
+            self._refuse()
+            return
+        super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        self._head_refused = True
+        self._head_open = False
+        if not self.transport.is_closing():
+            self.logger.warning("Request head over the limit; answered 431.")
+            self.transport.write(problem_431(self.max_header_count, self.max_header_bytes))
+            self.transport.close()
+
+
+def bounded_protocol(*, max_header_count: int, max_header_bytes: int) -> type[HttpToolsProtocol]:
+    """A protocol class with these limits (uvicorn takes a class for ``http``)."""
+    return type(
+        "BoundedHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"max_header_count": max_header_count, "max_header_bytes": max_header_bytes},
+    )
