@@ -27,6 +27,7 @@ from app.policy import POLICIES
 from app.routes import admin, auth, events
 from app.settings import Settings
 from app.state import open_services
+from app.transport import TRANSPORT_HEADER
 from app.version import __version__
 from services import errors
 from services.auth import LoginGuard
@@ -165,7 +166,7 @@ def create_app(
                 allow_origins=settings.cors_origins,
                 allow_credentials=True,
                 allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID", TRANSPORT_HEADER],
                 expose_headers=[
                     "X-Request-ID",
                     "Retry-After",

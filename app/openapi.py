@@ -99,6 +99,8 @@ class Operation:
     problems: tuple[int, ...] = ()
     extra_statuses: tuple[int, ...] = ()
     query: tuple[dict[str, Any], ...] = ()
+    # Takes X-Session-Transport (app/transport.py).
+    transport: bool = False
     headers: tuple[dict[str, Any], ...] = ()
     # A request body documented by name, for a model defined beside its route.
     body_schema: str | None = None
@@ -122,7 +124,8 @@ OPERATIONS: dict[str, Operation] = {
         ok_status=201,
         ok_schema=ref("Registration"),
         body=RegisterBody,
-        problems=(*_BODY_ERRORS, 401, 409),
+        problems=(*_BODY_ERRORS, 401, 403, 409),
+        transport=True,
     ),
     "auth:login": Operation(
         "Sign in with email and password",
@@ -130,13 +133,15 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=LoginBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:refresh": Operation(
         "Rotate a refresh token",
         "auth",
         ok_schema=ref("Session"),
         body=RefreshBody,
-        problems=(*_BODY_ERRORS, 401),
+        problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:logout": Operation(
         "End this session, the others, or all",
@@ -145,6 +150,7 @@ OPERATIONS: dict[str, Operation] = {
         body=LogoutBody,
         body_required=False,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:me": Operation("The caller's identity", "auth", ok_schema=ref("Me"), problems=(401, 403)),
     "auth:sessions": Operation(
@@ -291,9 +297,23 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
     ]
     parameters.extend(op.query)
     parameters.extend(op.headers)
+    if op.transport:
+        parameters.append(_TRANSPORT_PARAMETER)
     if parameters:
         spec["parameters"] = parameters
     return spec
+
+
+_TRANSPORT_PARAMETER: dict[str, Any] = {
+    "name": "X-Session-Transport",
+    "in": "header",
+    "required": False,
+    "description": "`cookie`: the refresh token travels only in an HttpOnly cookie scoped to "
+    "the refresh route (when SESSION_TRANSPORT offers it; otherwise 400 "
+    "transport_not_allowed). Cookie-mode requests must come from an allowed Origin (403 "
+    "csrf_rejected). See docs/frontend.md.",
+    "schema": {"type": "string", "enum": ["bearer", "cookie"]},
+}
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -70,13 +70,17 @@ USER: dict[str, Any] = {
 }
 SESSION: dict[str, Any] = {
     "type": "object",
-    "required": ["access_token", "token_type", "expires_in", "expires_at", "refresh_token", "user"],
+    "required": ["access_token", "token_type", "expires_in", "expires_at", "user"],
     "properties": {
         "access_token": {"type": "string"},
         "token_type": {"type": "string", "const": "bearer"},
         "expires_in": {"type": "integer"},
         "expires_at": {"type": "integer"},
-        "refresh_token": {"type": "string"},
+        "refresh_token": {
+            "type": "string",
+            "description": "Absent in the cookie session transport (docs/frontend.md): the "
+            "token is then only in the HttpOnly refresh cookie.",
+        },
         "user": ref("User"),
     },
 }

@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     refresh_grace_seconds: float = Field(default=10.0, ge=0, le=120)
     verified_token_cache_size: int = Field(default=10_000, ge=0)
 
+    # Browser session transport (docs/frontend.md): "bearer" (tokens in JSON bodies only),
+    # "cookie" (the refresh token only in an HttpOnly cookie) or "both" (each request chooses
+    # with X-Session-Transport; bearer when it says nothing).
+    session_transport: Literal["bearer", "cookie", "both"] = "bearer"
+    session_cookie_name: str = Field(default="__Secure-sg-refresh", pattern=r"^[A-Za-z0-9_.-]+$")
+    session_cookie_samesite: Literal["strict", "lax"] = "strict"
+
     # Registration.
     register_email_confirm: bool = True
     password_min_length: int = Field(default=8, ge=6, le=72)

@@ -128,6 +128,26 @@ class Stack:
         print(f"dev: started redis-server on port {port}")
         return f"redis://127.0.0.1:{port}/0"
 
+    def examples(self, port: int) -> str:
+        """Serve examples/browser on its own port (another origin than the API, as a real
+        frontend would be); its URL."""
+        port = port if port_free(port) else free_port()
+        process = self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(ROOT / "examples" / "browser"),
+            ],
+            quiet=True,
+        )
+        wait_http(f"http://127.0.0.1:{port}/index.html", process, "the example frontend")
+        return f"http://localhost:{port}"
+
     def localauth(self, port: int, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
         env_file = self.workdir / "localauth.env"
         process = self.spawn(
@@ -153,6 +173,16 @@ class Stack:
         )
         wait_http(f"http://127.0.0.1:{port}/health", process, "localauth")
         return read_env(env_file)
+
+
+def examples_env(frontend: str) -> dict[str, str]:
+    """The app settings the example frontend needs: its origin allowed, both transports."""
+    origins = [frontend, frontend.replace("localhost", "127.0.0.1")]
+    extra = os.environ.get("CORS_ORIGINS", "")
+    return {
+        "CORS_ORIGINS": ",".join([*origins, *([extra] if extra else [])]),
+        "SESSION_TRANSPORT": os.environ.get("SESSION_TRANSPORT", "both"),
+    }
 
 
 def admin_headers(supabase: Mapping[str, str]) -> dict[str, str]:
@@ -193,6 +223,9 @@ def main() -> None:
         help="run localauth as an older project: legacy anon/service_role JWT keys enabled "
         "and given to the app (default: new sb_publishable_/sb_secret_ keys, legacy disabled)",
     )
+    parser.add_argument(
+        "--examples-port", type=int, default=8080, help="the example frontend (0: off)"
+    )
     args = parser.parse_args()
     workdir = ROOT / ".dev"
     workdir.mkdir(exist_ok=True)
@@ -212,6 +245,7 @@ def main() -> None:
             f"dev: local mailbox (every auth email) at {supabase['SUPABASE_URL']}/mailbox/messages"
         )
         seed_demo_user(supabase)
+        frontend = stack.examples(args.examples_port) if args.examples_port else None
         app = stack.spawn(
             [sys.executable, "-m", "app"],
             env={
@@ -220,6 +254,7 @@ def main() -> None:
                 "PORT": str(args.port),
                 "ENVIRONMENT": "development",
                 "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+                **(examples_env(frontend) if frontend else {}),
             },
         )
         base = f"http://127.0.0.1:{args.port}"
@@ -231,6 +266,14 @@ def main() -> None:
             f'       -d \'{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}\'\n',
             flush=True,
         )
+        if frontend:
+            # "localhost" for both: the page and the API must be the same site for the
+            # SameSite=Strict refresh cookie (127.0.0.1 and localhost are different sites).
+            print(
+                f"dev: example frontend at {frontend}/?api=http://localhost:{args.port}\n"
+                f"     (sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}; docs/frontend.md)\n",
+                flush=True,
+            )
         app.wait()
     except KeyboardInterrupt:
         pass

@@ -281,10 +281,17 @@ class AuthService:
             await asyncio.sleep(0.02)
 
     async def _grace_answer(self, key: str) -> AuthSession | None:
+        """The pair a concurrent refresh of this token just got, while its session lives:
+        the window shares one rotation between tabs, it never revives a signed-out session."""
         raw = await redis_call("refresh", self.redis.get(f"{key}:grace"))
         if raw is None:
             return None
-        return AuthSession(**json.loads(raw))
+        session = AuthSession(**json.loads(raw))
+        sid, _ = _session_claims(session)
+        if await self.sessions.get(sid) is None:
+            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            raise errors.InvalidRefreshToken()
+        return session
 
     async def _rotate(self, refresh_token: str, key: str, client: Client) -> AuthSession:
         # Re-check under the lock: the holder before us may have just finished.

@@ -7,10 +7,12 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import transport
 from app.authz import auth_context
 from app.body import read_model
 from app.params import path_uuid
-from app.schemas import LoginBody, LogoutBody, RefreshBody, RegisterBody
+from app.schemas import LoginBody, LogoutBody, RegisterBody
+from services import errors
 from services.auth import Client
 
 
@@ -22,34 +24,47 @@ def _client(request: Request) -> Client:
 
 
 async def register(request: Request) -> Response:
+    via = transport.begin(request)
     body = await read_model(request, RegisterBody)
     result = await request.app.state.services.auth.register(
         body.email, body.password, body.data, _client(request)
     )
-    session = result.session.to_json() if result.session else None
-    return JSONResponse({"user": result.user, "session": session}, status_code=201)
+    session = via.session_json(result.session.to_json()) if result.session else None
+    return via.respond({"user": result.user, "session": session}, status_code=201)
 
 
 async def login(request: Request) -> Response:
+    via = transport.begin(request)
     body = await read_model(request, LoginBody)
     session = await request.app.state.services.auth.login(
         body.email, body.password, _client(request)
     )
-    return JSONResponse(session.to_json())
+    return via.respond(via.session_json(session.to_json()))
 
 
 async def refresh(request: Request) -> Response:
-    body = await read_model(request, RefreshBody)
-    session = await request.app.state.services.auth.refresh(body.refresh_token, _client(request))
-    return JSONResponse(session.to_json())
+    via = transport.begin(request)
+    token = await via.refresh_token()
+    try:
+        session = await request.app.state.services.auth.refresh(token, _client(request))
+    except errors.AuthServiceError as exc:
+        # The cookie's token is dead (malformed, unknown, revoked, reused): drop it with the
+        # answer. A limit or an outage (429, 5xx) says nothing about the token: keep it.
+        if 400 <= exc.status < 500 and exc.status != 429:
+            exc.headers.update(via.clearing_headers())
+        raise
+    return via.respond(via.session_json(session.to_json()))
 
 
 async def logout(request: Request) -> Response:
+    via = transport.begin(request)
     body = await read_model(request, LogoutBody, optional=True)
     ctx = auth_context(request)
     assert ctx.token is not None
     await ctx.services.auth.logout(ctx.require_claims(), ctx.token, body.scope)
-    return Response(status_code=204)
+    if body.scope != "others":
+        via.clear()
+    return via.respond(None, status_code=204)
 
 
 async def me(request: Request) -> Response:

@@ -245,6 +245,22 @@ async def test_refresh_replay_after_grace_ends_session(
     assert newest.status_code == 401
 
 
+async def test_refresh_inside_the_grace_window_after_logout_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """The grace window shares a rotation between tabs; it never revives a session that has
+    since been signed out."""
+    email = new_email()
+    assert (await register(client, email)).status_code == 201
+    tokens = await login(client, email)
+    first = await client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert first.status_code == 200
+    logout = await client.post(f"{AUTH}/logout", headers=bearer(first.json()["access_token"]))
+    assert logout.status_code == 204
+    replay = await client.post(f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert replay.status_code == 401, replay.text
+
+
 async def test_refresh_with_unknown_token_is_401(client: httpx.AsyncClient) -> None:
     """Garbage or unknown refresh tokens get 401, never 400 or 500."""
     for token in ("x", "abcdefghijkl", "not-a-real-refresh-token-at-all"):

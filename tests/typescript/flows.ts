@@ -60,8 +60,11 @@ export async function userFlow(email: string, password: string): Promise<string[
   const expiresAt: number = tokens.expires_at;
   seen.push(String(expiresAt));
 
+  // In the bearer transport the refresh token is in the body (the cookie transport keeps it
+  // in an HttpOnly cookie instead).
   const refreshed = await api.POST("/api/v1/auth/refresh", {
-    body: { refresh_token: tokens.refresh_token },
+    body: { refresh_token: tokens.refresh_token ?? "" },
+    headers: { "X-Session-Transport": "bearer" },
   });
   if (refreshed.data) tokens = refreshed.data;
   if (refreshed.error?.code === "refresh_token_reused") return ["signed out: token reused"];
