@@ -152,6 +152,7 @@ async def _check_clock(services: Services, cap: float) -> Check:
     except Exception:  # Timeout, Redis or socket failure: the skew is unknown.
         return Check(ok=True, state="unknown", latency_ms=_ms(started))
     skew = (before + after) / 2 - (seconds + micros / 1_000_000)
+    metrics.CLOCK_SKEW.labels("redis").set(skew)
     ok = abs(skew) <= leeway + (after - before) / 2
     if not ok:
         log.error("clock_skew", skew_s=round(skew, 3), leeway_s=leeway)

@@ -7,8 +7,10 @@ import re
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 # The current request's id; set by ``app.middleware.EdgeMiddleware``, added to every line.
@@ -47,12 +49,71 @@ _SECRET_TEXT = re.compile(
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for name in list(event):
+    # Every line passes here, the per-request access line included: one regex search over
+    # all text values, and a substitution pass only when something matched.
+    texts: list[str] = []
+    for name, value in event.items():
         if name.lower() in _SECRET_KEYS:
             event[name] = "[redacted]"
-        elif isinstance(event[name], str):
-            event[name] = _SECRET_TEXT.sub("[redacted]", event[name])
+        elif isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts.extend(v for v in value if isinstance(v, str))
+    if texts and _SECRET_TEXT.search("\n".join(texts)):
+        for name, value in event.items():
+            if isinstance(value, str):
+                event[name] = _SECRET_TEXT.sub("[redacted]", value)
+            elif isinstance(value, list):
+                event[name] = [
+                    _SECRET_TEXT.sub("[redacted]", v) if isinstance(v, str) else v for v in value
+                ]
     return event
+
+
+def _redact_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """After ``format_exc_info``: the traceback text is the only new value to clean."""
+    text = event.get("exception")
+    if isinstance(text, str):
+        event["exception"] = _SECRET_TEXT.sub("[redacted]", text)
+    return event
+
+
+def _access_fields(
+    _: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The access line's common fields, cheaply: every other field is the app's own (method
+    from a fixed set, route template, numbers, verified user id), so only the two values a
+    client can influence, its request id and its forwarded address, are scanned."""
+    request_id = REQUEST_ID.get()
+    event["request_id"] = request_id
+    event["level"] = method
+    event["timestamp"] = datetime.now(UTC)
+    client_ip = event.get("client_ip")
+    if _SECRET_TEXT.search(f"{request_id}\n{client_ip}"):
+        event["request_id"] = _SECRET_TEXT.sub("[redacted]", str(request_id))
+        event["client_ip"] = _SECRET_TEXT.sub("[redacted]", str(client_ip))
+    return event
+
+
+def _orjson_utc(event: Any, **kwargs: Any) -> bytes:
+    return orjson.dumps(event, option=orjson.OPT_UTC_Z, **kwargs)
+
+
+# How ``access_logger`` builds its logger; set by ``configure_logging``.
+_ACCESS: dict[str, Any] = {}
+
+
+def access_logger() -> Any:
+    """The per-request access logger. With ``configure_logging``'s JSON output it runs a
+    pipeline of its own (two processors instead of eight, orjson to bytes), because it
+    writes on every request, the hot path included; otherwise the configured one."""
+    if not _ACCESS:
+        return structlog.get_logger("access").bind()
+    return structlog.wrap_logger(
+        structlog.BytesLogger(_ACCESS["stream"]),
+        processors=[_access_fields, structlog.processors.JSONRenderer(serializer=_orjson_utc)],
+        wrapper_class=_ACCESS["wrapper"],
+    )
 
 
 # Third-party loggers that are noisy below WARNING and add nothing an operator needs.
@@ -60,28 +121,37 @@ _QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "asyncio", "multipart")
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    _route_stdlib_logging(level, shared, renderer)
+    text_renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    _route_stdlib_logging(level, shared, text_renderer)
+    # Lines of our own (the access log on every request among them) are rendered by orjson
+    # straight to bytes: about a tenth of the json module's cost per line.
+    stream = getattr(sys.stdout, "buffer", None)
+    renderer = text_renderer
+    factory: Any = structlog.WriteLoggerFactory(sys.stdout)
+    wrapper = structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
+    _ACCESS.clear()
+    if json and stream is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(stream)
+        _ACCESS.update(stream=stream, wrapper=wrapper)
     structlog.configure(
         processors=[
             *shared,
             _redact,
             structlog.processors.format_exc_info,
-            _redact,
+            _redact_exception,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        wrapper_class=wrapper,
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 

@@ -28,6 +28,7 @@ from app.routes import admin, auth, events
 from app.settings import Settings
 from app.state import open_services
 from app.transport import TRANSPORT_HEADER
+from app.version import __version__
 from services import errors
 from services.auth import LoginGuard
 
@@ -45,7 +46,7 @@ def guarded(path: str, endpoint: Endpoint, *, name: str, methods: list[str]) -> 
 
 async def live(request: Request) -> Response:
     """Answers from the event loop alone: if this is slow, the loop is blocked."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "version": __version__})
 
 
 async def handle_service_error(request: Request, exc: Exception) -> Response:
@@ -149,7 +150,7 @@ def create_app(
             hops=settings.forwarded_hops,
             prefixes=settings.forwarded_prefixes,
         ),
-        Middleware(EdgeMiddleware),
+        Middleware(EdgeMiddleware, access_log=settings.log_access),
         Middleware(
             EdgeGuardMiddleware,
             allowed_hosts=settings.allowed_hosts,

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware for the edge: proxy headers, request ids, metrics.
+"""Pure ASGI middleware for the edge: proxy headers, request ids, metrics, the access log.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) because every layer here runs on the hot path.
 """
@@ -21,7 +21,7 @@ from app.forwarded import (
     forwarded_scheme,
     parse_address,
 )
-from app.logging import REQUEST_ID
+from app.logging import REQUEST_ID, access_logger
 from services import metrics
 
 # Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
@@ -114,15 +114,21 @@ class ProxyFitMiddleware:
 _Series = tuple[Counter, Histogram]
 # The method label takes client input: anything unusual is folded, so labels stay bounded.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Polled every few seconds by Kong, Railway and Prometheus: logged at debug unless they fail.
+_QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 
 class EdgeMiddleware:
     """Per request: the gateway's request id (or a new one) for logs and the response, and
-    the request count and latency by route template (never the raw path). One middleware,
-    one ``send`` wrapper: this runs on every request, the hot path included."""
+    the request count and latency by route template (never the raw path), and one access
+    log line. One middleware, one ``send`` wrapper: this runs on every request, the hot path
+    included."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
+        # Built after logging is configured (Starlette builds middleware on first use), so
+        # the logger is made once here rather than resolved on every request.
+        self._access = access_logger() if access_log else None
         # Labelled children, looked up once per (route, method, status): ``labels()``
         # takes a lock and builds a tuple on every call, which the hot path can skip.
         self._series: dict[tuple[str, str, int], _Series] = {}
@@ -167,4 +173,27 @@ class EdgeMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             count, latency = self._series_for(template, method, status)
             count.inc()
-            latency.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            latency.observe(elapsed)
+            if self._access is not None:
+                self._log_access(scope, method, template, status, elapsed)
+
+    def _log_access(
+        self, scope: Scope, method: str, template: str, status: int, elapsed: float
+    ) -> None:
+        """One line per request (``request_id``, level and time are added by the logger)."""
+        auth = scope["state"].get("auth")
+        claims = auth.claims if auth is not None else None
+        client = scope.get("client")
+        access = self._access
+        assert access is not None
+        write = access.debug if status < 500 and template in _QUIET_ROUTES else access.info
+        write(
+            "http_request",
+            method=method,
+            route=template,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            client_ip=client[0] if client else None,
+            user_id=claims.sub if claims is not None else None,
+        )

@@ -2,8 +2,10 @@
 
 The document is built from the live route table, so no route goes undocumented: one without
 an entry in ``OPERATIONS`` is described from its docstring and policy, with a generic body.
-Request bodies come from the pydantic models in ``app.schemas``; every failure is described
-as ``application/problem+json``.
+Request bodies come from the pydantic models in ``app.schemas``, responses from
+``app.openapi_schemas``; every failure is ``application/problem+json`` whose ``code`` is
+the enum of every ``services.errors`` code. Each operation's security scheme follows its
+policy (``app.policy``): a bearer token, service credentials, or none.
 """
 
 from __future__ import annotations
@@ -17,127 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from app.schemas import LoginBody, LogoutBody, RefreshBody, RegisterBody
+from app.openapi_schemas import components, ref
+from app.schemas import LoginBody, LogoutBody, RefreshBody, RegisterBody, RolesBody
+from app.version import __version__
 
 _REF = "#/components/schemas/{model}"
-
-SESSION: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "access_token",
-        "token_type",
-        "expires_in",
-        "expires_at",
-        "user",
-    ],
-    "properties": {
-        "access_token": {"type": "string"},
-        "token_type": {"type": "string", "const": "bearer"},
-        "expires_in": {"type": "integer"},
-        "expires_at": {"type": "integer"},
-        "refresh_token": {
-            "type": "string",
-            "description": "Absent in the cookie session transport (docs/frontend.md): the "
-            "token is then only in the HttpOnly refresh cookie.",
-        },
-        "user": {"$ref": "#/components/schemas/User"},
-    },
-}
-USER: dict[str, Any] = {
-    "type": "object",
-    "required": ["id"],
-    "properties": {"id": {"type": "string"}, "email": {"type": "string"}},
-}
-PROBLEM: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details; `code` is stable, `debug` appears outside "
-    "production only.",
-    "required": ["type", "title", "status", "detail", "code", "request_id"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-        "request_id": {"type": ["string", "null"]},
-        "errors": {"type": "array", "items": {"type": "object"}},
-        "debug": {"type": "string"},
-    },
-}
-CHECK: dict[str, Any] = {
-    "type": "object",
-    "required": ["ok", "state", "latency_ms"],
-    "properties": {
-        "ok": {"type": "boolean"},
-        "state": {"type": "string"},
-        "latency_ms": {"type": "number"},
-    },
-}
-READY: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "checks"],
-    "properties": {
-        "status": {"type": "string", "enum": ["ready", "degraded", "not_ready"]},
-        "checks": {
-            "type": "object",
-            "required": ["redis", "supabase_auth", "jwks", "breaker", "thread_pool"],
-            "additionalProperties": {"$ref": "#/components/schemas/Check"},
-        },
-    },
-}
-ME: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "session_id", "roles", "aal"],
-    "properties": {
-        "id": {"type": "string"},
-        "email": {"type": ["string", "null"]},
-        "roles": {"type": "array", "items": {"type": "string"}},
-        "app_metadata": {"type": "object"},
-        "user_metadata": {"type": "object"},
-        "session_id": {"type": "string"},
-        "aal": {"type": ["string", "null"]},
-    },
-}
-SESSIONS: dict[str, Any] = {
-    "type": "object",
-    "required": ["sessions"],
-    "properties": {
-        "sessions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "created_at", "last_seen_at", "current"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "created_at": {"type": "string"},
-                    "last_seen_at": {"type": "string"},
-                    "ip": {"type": "string"},
-                    "user_agent": {"type": "string"},
-                    "current": {"type": "boolean"},
-                },
-            },
-        }
-    },
-}
-REGISTRATION: dict[str, Any] = {
-    "type": "object",
-    "required": ["user", "session"],
-    "properties": {
-        "user": {
-            "oneOf": [
-                {"$ref": "#/components/schemas/User"},
-                {
-                    "type": "object",
-                    "description": "With REGISTER_CONCEAL_EXISTING: only the address",
-                    "required": ["email"],
-                    "properties": {"email": {"type": "string"}},
-                    "additionalProperties": False,
-                },
-            ]
-        },
-        "session": {"oneOf": [{"$ref": "#/components/schemas/Session"}, {"type": "null"}]},
-    },
-}
+_BODIES: tuple[type[BaseModel], ...] = (RegisterBody, LoginBody, RefreshBody, LogoutBody, RolesBody)
 
 _PROBLEM_TEXT = {
     400: "Malformed request (not strict JSON, client went away) or a Host not allowed",
@@ -147,7 +34,7 @@ _PROBLEM_TEXT = {
     409: "Conflict (the email is taken)",
     413: "Body too large",
     415: "Body is not application/json",
-    422: "Body failed validation; `errors` names each field",
+    422: "The body or a query parameter failed validation; `errors` names each field",
     429: "Rate limited or locked out; see Retry-After",
     431: "Too many request headers, or too large (MAX_HEADER_COUNT, MAX_HEADER_BYTES)",
     503: "A dependency is down or saturated; see Retry-After",
@@ -156,6 +43,48 @@ _PROBLEM_TEXT = {
 _BODY_ERRORS = (400, 413, 415, 422)
 # 400 invalid_host and 431 come from the edge, before any route.
 _ALWAYS = (400, 429, 431, 503, 504)
+_ADMIN = (401, 403, 404)
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A Supabase access token from login or refresh.",
+    },
+    "serviceId": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Service-ID",
+        "description": "Service-to-service: an id of SERVICE_CREDENTIALS.",
+    },
+    "serviceSecret": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Service-Secret",
+        "description": "Service-to-service: that id's secret.",
+    },
+}
+
+
+def _query(name: str, maximum: int, default: int, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    }
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "maxLength": 1024},
+    }
 
 
 @dataclass(frozen=True)
@@ -167,32 +96,33 @@ class Operation:
     ok_media: str = "application/json"
     body: type[BaseModel] | None = None
     body_required: bool = True
-    secured: bool = False
     problems: tuple[int, ...] = ()
     extra_statuses: tuple[int, ...] = ()
+    query: tuple[dict[str, Any], ...] = ()
     # Takes X-Session-Transport (app/transport.py).
     transport: bool = False
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    headers: tuple[dict[str, Any], ...] = ()
+    # A request body documented by name, for a model defined beside its route.
+    body_schema: str | None = None
 
 
 OPERATIONS: dict[str, Operation] = {
-    "health:live": Operation("Liveness: answers from the event loop alone", "operations"),
+    "health:live": Operation(
+        "Liveness: answers from the event loop alone", "operations", ok_schema=ref("Live")
+    ),
     "health:ready": Operation(
         "Readiness: Redis, Supabase Auth, JWKS, breaker and thread pool",
         "operations",
-        ok_schema=_ref("Ready"),
+        ok_schema=ref("Ready"),
         extra_statuses=(503,),
     ),
     "metrics": Operation("Prometheus metrics of this process", "operations", ok_media="text/plain"),
-    "openapi": Operation("This document", "operations"),
+    "openapi": Operation("This document", "operations", ok_schema={"type": "object"}),
     "auth:register": Operation(
         "Create an account",
         "auth",
         ok_status=201,
-        ok_schema=_ref("Registration"),
+        ok_schema=ref("Registration"),
         body=RegisterBody,
         problems=(*_BODY_ERRORS, 401, 403, 409),
         transport=True,
@@ -200,7 +130,7 @@ OPERATIONS: dict[str, Operation] = {
     "auth:login": Operation(
         "Sign in with email and password",
         "auth",
-        ok_schema=_ref("Session"),
+        ok_schema=ref("Session"),
         body=LoginBody,
         problems=(*_BODY_ERRORS, 401, 403),
         transport=True,
@@ -208,7 +138,7 @@ OPERATIONS: dict[str, Operation] = {
     "auth:refresh": Operation(
         "Rotate a refresh token",
         "auth",
-        ok_schema=_ref("Session"),
+        ok_schema=ref("Session"),
         body=RefreshBody,
         problems=(*_BODY_ERRORS, 401, 403),
         transport=True,
@@ -219,26 +149,73 @@ OPERATIONS: dict[str, Operation] = {
         ok_status=204,
         body=LogoutBody,
         body_required=False,
-        secured=True,
         problems=(*_BODY_ERRORS, 401, 403),
         transport=True,
     ),
-    "auth:me": Operation(
-        "The caller's identity", "auth", ok_schema=_ref("Me"), secured=True, problems=(401, 403)
-    ),
+    "auth:me": Operation("The caller's identity", "auth", ok_schema=ref("Me"), problems=(401, 403)),
     "auth:sessions": Operation(
-        "The caller's live sessions",
-        "auth",
-        ok_schema=_ref("Sessions"),
-        secured=True,
-        problems=(401, 403),
+        "The caller's live sessions", "auth", ok_schema=ref("Sessions"), problems=(401, 403)
     ),
     "auth:session": Operation(
-        "Revoke one of the caller's sessions",
-        "auth",
-        ok_status=204,
-        secured=True,
+        "Revoke one of the caller's sessions", "auth", ok_status=204, problems=(401, 403, 404)
+    ),
+    "users:sessions": Operation(
+        "A user's live sessions (the user, or an admin)",
+        "users",
+        ok_schema=ref("Sessions"),
         problems=(401, 403, 404),
+    ),
+    "admin:users": Operation(
+        "List users, paged",
+        "admin",
+        ok_schema=ref("UserPage"),
+        problems=(*_ADMIN, 422),
+        query=(
+            _query("page", 1_000_000, 1, "page number, from 1"),
+            _query("per_page", 1000, 50, "users per page"),
+        ),
+    ),
+    "admin:user": Operation("One user", "admin", ok_schema=ref("User"), problems=_ADMIN),
+    "admin:ban": Operation(
+        "Ban a user until lifted; ends every session at once",
+        "admin",
+        ok_schema=ref("User"),
+        problems=_ADMIN,
+    ),
+    "admin:unban": Operation("Lift a ban", "admin", ok_schema=ref("User"), problems=_ADMIN),
+    "admin:roles": Operation(
+        "Set a user's roles (app_metadata.roles); removing one ends their sessions",
+        "admin",
+        ok_schema=ref("User"),
+        body=RolesBody,
+        problems=(*_BODY_ERRORS, *_ADMIN),
+    ),
+    "admin:revoke_sessions": Operation(
+        "End every session of a user", "admin", ok_schema=ref("Revoked"), problems=_ADMIN
+    ),
+    "admin:unlock": Operation(
+        "Clear a user's login lockout", "admin", ok_status=204, problems=_ADMIN
+    ),
+    "internal:supabase_events": Operation(
+        "From Supabase: a user changed or was deleted (Standard Webhooks signature)",
+        "internal",
+        ok_schema=ref("EventOutcome"),
+        body_schema="EventBody",
+        problems=(*_BODY_ERRORS, 401, 404),
+        headers=tuple(
+            _header(name, "Standard Webhooks: " + text)
+            for name, text in (
+                ("webhook-id", "the delivery id (applied once)"),
+                ("webhook-timestamp", "Unix time of the delivery (at most 5 minutes off)"),
+                ("webhook-signature", "v1,<base64 HMAC-SHA256> with SUPABASE_EVENTS_SECRET"),
+            )
+        ),
+    ),
+    "internal:user_status": Operation(
+        "For other services: is the user banned, and since when are tokens refused",
+        "internal",
+        ok_schema=ref("UserStatus"),
+        problems=(401, 404),
     ),
 }
 
@@ -258,11 +235,31 @@ def iter_routes(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, st
 def _problem_response(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": _PROBLEM_TEXT[status],
-        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
     }
     if status in (429, 503):
         response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     return response
+
+
+def security_for(name: str) -> list[dict[str, list[str]]]:
+    """The security requirement of route ``name``, read from its policy's layers."""
+    from app.authz.layers import Bearer, ServiceCredentials
+    from app.policy import POLICIES
+
+    layers = POLICIES.get(name, ())
+    if any(isinstance(layer, Bearer) for layer in layers):
+        return [{"bearer": []}]
+    if any(isinstance(layer, ServiceCredentials) for layer in layers):
+        return [{"serviceId": [], "serviceSecret": []}]
+    return []
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if name == "user_id":
+        schema["format"] = "uuid"
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, Any]:
@@ -276,27 +273,30 @@ def _operation(name: str, op: Operation, path: str, method: str) -> dict[str, An
             "description": "Not ready; the body names the failing checks",
             "content": {op.ok_media: {"schema": op.ok_schema or {}}},
         }
-    if op.problems or op.secured or op.body is not None:
+    security = security_for(name)
+    body_name = op.body.__name__ if op.body is not None else op.body_schema
+    if op.problems or security or body_name is not None:
         for status in sorted({*op.problems, *_ALWAYS}):
             responses[str(status)] = _problem_response(status)
     spec: dict[str, Any] = {
         "operationId": name.replace(":", "_") + ("_" + method.lower() if method != "GET" else ""),
         "summary": op.summary,
         "tags": [op.tag],
+        "security": security,
         "responses": responses,
     }
-    if op.body is not None:
+    if body_name is not None:
         spec["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": _ref(op.body.__name__)}},
+            "content": {"application/json": {"schema": ref(body_name)}},
         }
-    if op.secured:
-        spec["security"] = [{"bearer": []}]
     parameters = [
-        {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+        _path_parameter(part[1:-1])
         for part in path.split("/")
         if part.startswith("{") and part.endswith("}")
     ]
+    parameters.extend(op.query)
+    parameters.extend(op.headers)
     if op.transport:
         parameters.append(_TRANSPORT_PARAMETER)
     if parameters:
@@ -324,6 +324,12 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def _event_body() -> type[BaseModel]:
+    from app.routes.events import EventBody
+
+    return EventBody
+
+
 def _generic(name: str, endpoint: Any) -> Operation:
     """A route without an ``OPERATIONS`` entry: its docstring, JSON success, any problem."""
     doc = (getattr(endpoint, "__doc__", None) or name).strip().splitlines()[0]
@@ -331,15 +337,8 @@ def _generic(name: str, endpoint: Any) -> Operation:
         doc,
         name.split(":", 1)[0],
         ok_schema={"type": "object"},
-        secured=bool(_policy_layers(name)),
         problems=(*_BODY_ERRORS, 401, 403, 404, 409),
     )
-
-
-def _policy_layers(name: str) -> tuple[Any, ...]:
-    from app.policy import POLICIES
-
-    return tuple(POLICIES.get(name, ()))
 
 
 def _endpoints(routes: list[BaseRoute]) -> dict[str, Any]:
@@ -359,32 +358,24 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
         op = OPERATIONS.get(name) or _generic(name, endpoints.get(name))
         for method in sorted(methods):
             paths.setdefault(path, {})[method.lower()] = _operation(name, op, path, method)
-    schemas: dict[str, Any] = {
-        "Problem": PROBLEM,
-        "Session": SESSION,
-        "User": USER,
-        "Registration": REGISTRATION,
-        "Me": ME,
-        "Sessions": SESSIONS,
-        "Ready": READY,
-        "Check": CHECK,
-    }
-    for model in (RegisterBody, LoginBody, RefreshBody, LogoutBody):
-        schemas[model.__name__] = _body_schema(model)
+    schemas = components()
+    for model in (*_BODIES, _event_body()):
+        schema = _body_schema(model)
+        # Nested models: their refs already point at components (``_REF``), so they move there.
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "supaguard",
-            "version": "1",
+            "version": __version__,
             "description": "Auth backend for Supabase. Errors are application/problem+json "
             "with a stable `code` and the `request_id` of the request.",
+            "license": {"name": "MIT", "identifier": "MIT"},
         },
         "servers": [{"url": server_url}],
         "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -54,3 +54,13 @@ class RefreshBody(Body):
 
 class LogoutBody(Body):
     scope: Literal["local", "others", "global"] = "local"
+
+
+Role = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
+
+
+class RolesBody(Body):
+    """The complete set of roles (``app_metadata.roles``); removing one ends the user's
+    sessions."""
+
+    roles: Annotated[list[Role], Field(max_length=32)]

@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+    # One access line per request (health checks and scrapes at debug unless they fail).
+    log_access: bool = True
     # Kong's upstream keep-alive idle timeout is 60 s; ours must outlast it.
     keepalive_seconds: int = Field(default=75, ge=1)
     shutdown_drain_seconds: float = Field(default=15.0, ge=0)

@@ -10,4 +10,5 @@ if ! command -v uv >/dev/null 2>&1; then
       || python3 -m pip install --quiet --user --break-system-packages uv
   fi
 fi
-uv sync --frozen --quiet
+# --all-extras: localauth (bcrypt) is an extra; the dev group (tests) is synced by default.
+uv sync --frozen --all-extras --quiet

@@ -14,7 +14,7 @@ import structlog
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from services import errors, metrics
+from services import audit, errors, metrics
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
 from services.redis_client import RedisClient
@@ -25,6 +25,9 @@ from services.tokens import Claims
 log = structlog.get_logger("services.auth")
 
 LogoutScope = Literal["local", "others", "global"]
+# This host's clock against Supabase Auth's, read from each fresh token's iat (one-second
+# resolution plus latency): beyond this, tokens are on their way to being refused.
+CLOCK_SKEW_WARNING_SECONDS = 10.0
 
 
 class LoginGuard(Protocol):
@@ -72,6 +75,10 @@ def _session_claims(session: AuthSession) -> tuple[str, str]:
     character by character, which a login pays for nothing."""
     payload = session.access_token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    skew = time.time() - float(claims.get("iat") or time.time())
+    metrics.CLOCK_SKEW.labels("supabase_auth").set(skew)
+    if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
+        log.warning("clock_skew", skew_s=round(skew, 1), against="supabase_auth_token_iat")
     return str(claims["session_id"]), str(claims["sub"])
 
 
@@ -201,6 +208,12 @@ class AuthService:
             # Supabase Auth reports a ban before it checks the password, so "banned" would
             # tell anyone that the address has an account; it stays "invalid credentials".
             metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
+            audit.event(
+                "auth.sign_in_failed",
+                reason=exc.code,  # the operator sees the ban the client is not told of
+                email_hash=audit.email_hash(email),
+                ip=client.ip,
+            )
             await self.guard.record_failure(email, client.ip)
             await self.login_floor.pad(started)
             if isinstance(exc, errors.InvalidCredentials):
@@ -209,6 +222,12 @@ class AuthService:
         except errors.EmailNotConfirmed as exc:
             # Reported only after a correct password (GoTrue checks it first).
             metrics.AUTH_OUTCOMES.labels("login", exc.code).inc()
+            audit.event(
+                "auth.sign_in_failed",
+                reason=exc.code,
+                email_hash=audit.email_hash(email),
+                ip=client.ip,
+            )
             raise
         self.login_floor.observe(time.monotonic() - started)
         # Independent writes: one round trip of latency instead of one each.
@@ -229,6 +248,7 @@ class AuthService:
             self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent),
             self.sessions.remember_refresh(session.refresh_token, uid, sid),
         )
+        audit.event("auth.signed_in", user_id=uid, session_id=sid, ip=client.ip)
 
     # -- refresh ---------------------------------------------------------------------
 
@@ -274,7 +294,12 @@ class AuthService:
         if record is not None and record.used:
             await self.sessions.revoke(record.uid, [record.sid])
             metrics.AUTH_OUTCOMES.labels("refresh", "reused").inc()
-            log.warning("refresh_token_reused", session_id=record.sid)
+            audit.event(
+                "refresh.reuse_detected",
+                session_id=record.sid,
+                user_id=record.uid,
+                ip=client.ip,
+            )
             raise errors.RefreshTokenReused()
         if record is not None and await self.sessions.get(record.sid, record.uid) is None:
             metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
@@ -316,6 +341,7 @@ class AuthService:
             )
         await self._end_upstream(access_token, scope)
         metrics.AUTH_OUTCOMES.labels("logout", scope).inc()
+        audit.event("auth.logout", user_id=claims.sub, session_id=claims.session_id, scope=scope)
 
     async def _end_upstream(self, access_token: str, scope: LogoutScope) -> None:
         try:
@@ -337,6 +363,7 @@ class AuthService:
         if info is None or info.user_id != claims.sub:
             raise errors.NotFound("No such session.")
         await self.sessions.revoke(claims.sub, [session_id])
+        audit.event("session.revoked", user_id=claims.sub, session_ids=[session_id], by="user")
 
     # -- small Redis helpers ------------------------------------------------------------
 

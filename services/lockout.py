@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from services import errors, metrics
+from services import audit, errors, metrics
 from services.redis_client import RedisClient
 from services.sessions import redis_call
 
@@ -126,6 +126,13 @@ class LoginLockout:
         if int(retry_ms) > 0:
             kind = "ip" if int(reason) == 1 else "account"
             metrics.REJECTIONS.labels(f"lockout:{kind}").inc()
+            audit.event(
+                "auth.lockout",
+                scope=kind,
+                email_hash=audit.email_hash(email),
+                ip=ip,
+                retry_after_s=round(int(retry_ms) / 1000),
+            )
             raise errors.LockedOut(retry_after=int(retry_ms) / 1000)
 
     async def record_failure(self, email: str, ip: str) -> None:

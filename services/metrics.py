@@ -45,3 +45,14 @@ POOL_SIZE = Gauge("sg_upstream_pool_size", "Supabase thread-pool size")
 TOKEN_CACHE = Counter("sg_token_cache_total", "Verified-token cache lookups", ["result"])
 REDIS_ERRORS = Counter("sg_redis_errors_total", "Redis failures by operation", ["operation"])
 REJECTIONS = Counter("sg_rejections_total", "Requests refused by a limit", ["kind"])
+
+# -- audit and clock (alerting: monitoring/alerts.yml) ---------------------------------------
+AUDIT_EVENTS = Counter(
+    "sg_audit_events_total", "Security events written to the audit log", ["event"]
+)
+CLOCK_SKEW = Gauge(
+    "sg_clock_skew_seconds",
+    "This host's clock minus a reference's: supabase_auth (the iat of the last token it "
+    "issued here), redis (its TIME, at each readiness check)",
+    ["reference"],
+)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from services import errors, metrics
+from services import audit, errors, metrics
 from services.redis_client import RedisClient
 from services.sessions import redis_call
 
@@ -128,6 +128,12 @@ class RateLimiter:
         )
         if not decision.allowed:
             metrics.REJECTIONS.labels(f"rate_limit:{rule}").inc()
+            audit.event(
+                "auth.rate_limited",
+                rule=rule,
+                subject=subject,
+                retry_after_s=round(decision.retry_after, 1),
+            )
             raise errors.RateLimited(
                 f"Too many requests ({spec.limit} per {spec.period:g} s); try again later.",
                 retry_after=decision.retry_after,

@@ -63,9 +63,10 @@ class AuthzMiddleware:
             headers=Headers(scope=scope),
             client_ip=client[0] if client else "",
         )
+        # Stored first so the access log names the user even when a later layer refuses.
+        scope.setdefault("state", {})["auth"] = ctx
         for layer in self.layers:
             await layer.check(ctx)
-        scope.setdefault("state", {})["auth"] = ctx
         await self.app(scope, receive, send)
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.authz.base import AuthContext
-from services import errors
+from services import audit, errors
 from services.sessions import UserState
 
 _AAL_RANK = {"aal1": 1, "aal2": 2, "aal3": 3}
@@ -186,6 +186,16 @@ class ServiceCredentials:
         # Digests first: compare_digest is constant-time only for equal lengths.
         same = hmac.compare_digest(_digest(offered), _digest(wanted))
         if not same or expected is None or not offered:
+            audit.event(
+                "service_credential.failed",
+                service_id=audit.clip(service_id),
+                ip=ctx.client_ip,
+                reason="missing"
+                if not offered
+                else "unknown_service"
+                if expected is None
+                else "wrong_secret",
+            )
             if guard is not None:
                 await guard.failed("service", ctx.client_ip)
             raise errors.ServiceCredentialsInvalid()

@@ -3,27 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.authz import auth_context
 from app.body import read_model
 from app.params import path_uuid, query_int
-from app.schemas import Body
+from app.schemas import RolesBody
 from app.state import Services
+from services import audit
 
 # What Supabase documents for "banned until further notice".
 _BAN_FOREVER = "876000h"
 _MAX_PER_PAGE = 1000
-
-Role = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
-
-
-class RolesBody(Body):
-    roles: Annotated[list[Role], Field(max_length=32)]
 
 
 def _services(request: Request) -> Services:
@@ -33,6 +27,11 @@ def _services(request: Request) -> Services:
 
 def _user_id(request: Request) -> str:
     return path_uuid(request.path_params, "user_id", what="user")
+
+
+def _actor(request: Request) -> str:
+    """The admin's user id, for the audit log."""
+    return auth_context(request).require_claims().sub
 
 
 def _roles(user: dict[str, Any]) -> list[str]:
@@ -59,6 +58,7 @@ async def ban_user(request: Request) -> Response:
     await services.sessions.set_banned(user_id, True)
     await services.sessions.revoke_all(user_id)
     user = await services.gateway.update_user(user_id, {"ban_duration": _BAN_FOREVER})
+    audit.event("user.banned", user_id=user_id, actor=_actor(request))
     return JSONResponse(user)
 
 
@@ -66,6 +66,7 @@ async def unban_user(request: Request) -> Response:
     services, user_id = _services(request), _user_id(request)
     user = await services.gateway.update_user(user_id, {"ban_duration": "none"})
     await services.sessions.set_banned(user_id, False)
+    audit.event("user.unbanned", user_id=user_id, actor=_actor(request))
     return JSONResponse(user)
 
 
@@ -79,12 +80,22 @@ async def set_roles(request: Request) -> Response:
     # request, so taking one away ends the user's sessions. Adding one waits for a refresh.
     if set(_roles(current)) - set(roles):
         await services.sessions.revoke_all(user_id)
+    audit.event(
+        "user.role_changed",
+        user_id=user_id,
+        actor=_actor(request),
+        roles_before=sorted(_roles(current)),
+        roles=roles,
+    )
     return JSONResponse(user)
 
 
 async def revoke_sessions(request: Request) -> Response:
     services, user_id = _services(request), _user_id(request)
     revoked = await services.sessions.revoke_all(user_id)
+    audit.event(
+        "session.revoked", user_id=user_id, session_ids=revoked, by="admin", actor=_actor(request)
+    )
     return JSONResponse({"revoked": len(revoked)})
 
 
@@ -94,6 +105,7 @@ async def unlock_user(request: Request) -> Response:
     email = user.get("email")
     if services.lockout is not None and isinstance(email, str) and email:
         await services.lockout.unlock(email)
+    audit.event("user.unlocked", user_id=user_id, actor=_actor(request))
     return Response(status_code=204)
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
+from app.version import __version__
 from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, both_key_modes, new_email
 from tests.support.appserver import run_app
 from tests.support.faultproxy import FaultProxy, Mode
@@ -117,7 +118,7 @@ async def test_live_answers_without_dependencies(
         supabase_url=f"http://127.0.0.1:{free_port()}",
     )
     client = await running_apps(Settings.from_environ(env))
-    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    assert (await client.get("/health/live")).json() == {"status": "ok", "version": __version__}
     assert (await client.get("/health/ready")).status_code == 503
 
 

@@ -99,7 +99,7 @@ def test_keepalive_outlasts_kong_and_reaches_uvicorn(
     ):
         sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = b""
-        while not answer.endswith(b'{"status":"ok"}'):
+        while not answer.endswith(b"}"):  # the JSON body of /health/live
             chunk = sock.recv(4096)
             assert chunk, answer
             answer += chunk
