@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     lockout_account_threshold: int = Field(default=50, ge=1)
     lockout_account_seconds: float = Field(default=300.0, gt=0)
 
+    # Account lifecycle (docs/account-lifecycle.md).
+    # Providers "Sign in with ..." may use (enabled in Supabase too), e.g. "google,github".
+    oauth_providers: CsvList = Field(default_factory=list)
+    # URL prefixes an OAuth redirect_to may start with (empty: only Supabase's SITE_URL).
+    oauth_redirect_urls: CsvList = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Settings:
         if self.upstream_connect_timeout_seconds >= self.upstream_deadline_seconds:

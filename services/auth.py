@@ -199,6 +199,13 @@ class AuthService:
             self._remember_refresh_token(session.refresh_token, sid),
         )
 
+    async def record_session(self, session: AuthSession, client: Client) -> None:
+        """Keep a session another flow opened (a verified code, OAuth, MFA): ``services.flows``."""
+        await self._record_session(session, client)
+
+    async def remember_refresh_token(self, refresh_token: str, sid: str) -> None:
+        await self._remember_refresh_token(refresh_token, sid)
+
     # -- refresh ---------------------------------------------------------------------
 
     def _rt_key(self, refresh_token: str) -> str:

@@ -49,6 +49,12 @@ DEFAULT_RULES = (
     "refresh=30/60",
     "admin=120/60",
     "internal=600/60",
+    # Account lifecycle: mails per client address and per recipient, code checks, the rest.
+    "mail=10/60",
+    "mail_address=5/300",
+    "verify=20/60",
+    "account=30/60",
+    "oauth=30/60",
 )
 
 

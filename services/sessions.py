@@ -347,6 +347,54 @@ class SessionStore:
             nbf, banned = await redis_call("user_state", pipe.execute())
         return UserState(not_before=float(nbf or 0), banned=bool(banned))
 
+    # -- assurance level (MFA), recorded per session ------------------------------------
+
+    async def set_assurance(self, sid: str, aal: str, factor_id: str | None) -> bool:
+        """Record that the session reached ``aal`` (through ``factor_id``); False if the
+        session is gone."""
+        key = self._session_key(sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hset(key, mapping={"aal": aal, "factor_id": factor_id or ""})
+            pipe.publish(self.channel, f"s:{sid}")
+            exists, *_ = await redis_call("session_aal", pipe.execute())
+        if not exists:
+            await redis_call("session_aal", self.redis.delete(key))
+        return bool(exists)
+
+    async def assurance(self, sid: str) -> str:
+        """The level this service recorded for the session: ``aal1`` unless an MFA
+        verification through this service raised it (and no unenrolment lowered it)."""
+        raw = await redis_call("session_aal", self.redis.hget(self._session_key(sid), "aal"))
+        if raw is None:
+            return "aal1"
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def assurances(self, uid: str) -> dict[str, tuple[str, str]]:
+        """session id -> (aal, factor id) for every live session of the user."""
+        sessions = await self.list_for_user(uid)
+        if not sessions:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for info in sessions:
+                pipe.hmget(self._session_key(info.id), ["aal", "factor_id"])
+            rows = await redis_call("session_aal", pipe.execute())
+        found: dict[str, tuple[str, str]] = {}
+        for info, (aal, factor) in zip(sessions, rows, strict=True):
+            found[info.id] = (_text(aal) or "aal1", _text(factor))
+        return found
+
+    async def lower_assurance(self, uid: str, factor_id: str) -> list[str]:
+        """Sessions raised to aal2 by ``factor_id`` fall back to aal1 (the factor is gone)."""
+        lowered = [
+            sid
+            for sid, (aal, factor) in (await self.assurances(uid)).items()
+            if aal != "aal1" and factor == factor_id
+        ]
+        for sid in lowered:
+            await self.set_assurance(sid, "aal1", None)
+        return lowered
+
 
 def _session_info(sid: str, raw: dict[Any, Any]) -> SessionInfo:
     data = {
@@ -361,3 +409,9 @@ def _session_info(sid: str, raw: dict[Any, Any]) -> SessionInfo:
         ip=data.get("ip", ""),
         user_agent=data.get("user_agent", ""),
     )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
