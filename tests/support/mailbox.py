@@ -19,9 +19,9 @@ async def messages(auth: LocalAuth, to: str, kind: str | None = None) -> list[di
     return [m for m in found if kind is None or m["type"] == kind]
 
 
-async def latest(auth: LocalAuth, to: str, kind: str, *, timeout: float = 5.0) -> dict[str, Any]:
-    """The newest mail of ``kind`` to ``to``; waits (bounded) for it to arrive."""
-    with anyio.fail_after(timeout):
+async def latest(auth: LocalAuth, to: str, kind: str) -> dict[str, Any]:
+    """The newest mail of ``kind`` to ``to``; waits (at most 5 s) for it to arrive."""
+    with anyio.fail_after(5.0):
         while True:
             found = await messages(auth, to, kind)
             if found:

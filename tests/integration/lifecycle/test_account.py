@@ -71,9 +71,7 @@ async def test_change_password_refusals_and_lockout(
     right = {"password": NEW_PASSWORD, "current_password": TEST_PASSWORD}
     assert problem(await app.post(path, headers=auth, json=right)) == (429, "locked_out")
     # The same secret as at login: the login is locked for this address too.
-    locked_login = await app.post(
-        f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD}
-    )
+    locked_login = await app.post(f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD})
     assert problem(locked_login) == (429, "locked_out")
 
 
@@ -138,9 +136,7 @@ async def test_secure_email_change_needs_both_addresses(
     _, email = await seed(mailing_auth)
     tokens = await login(app, email)
     target = new_email()
-    started = await app.post(
-        f"{AUTH}/email/change", headers=bearer(tokens), json={"email": target}
-    )
+    started = await app.post(f"{AUTH}/email/change", headers=bearer(tokens), json={"email": target})
     assert started.status_code == 202, started.text
     assert started.json()["user"]["new_email"] == target
     to_new = await latest(mailing_auth, target, "email_change")
@@ -160,9 +156,7 @@ async def test_secure_email_change_needs_both_addresses(
     body = done.json()
     assert body["status"] == "changed"
     assert body["session"]["user"]["email"] == target
-    assert (await app.get(f"{AUTH}/me", headers=bearer(body["session"]))).json()[
-        "email"
-    ] == target
+    assert (await app.get(f"{AUTH}/me", headers=bearer(body["session"]))).json()["email"] == target
     await login(app, target)
     old = await app.post(f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD})
     assert problem(old) == (401, "invalid_credentials")
@@ -245,7 +239,7 @@ async def test_delete_account_with_the_password_ends_every_session(
         with admin_api(mailing_auth) as api:
             return api.get_user_by_id(uid)
 
-    with pytest.raises(Exception, match="(?i)not found"):
+    with pytest.raises(Exception, match=r"(?i)not found"):
         await anyio.to_thread.run_sync(upstream_user)
 
 

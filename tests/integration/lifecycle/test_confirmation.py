@@ -49,12 +49,11 @@ async def test_registration_completes_through_the_mailed_code(
     session = confirmed.json()
     assert session["user"]["email_confirmed_at"]
     me = await confirming.get(f"{AUTH}/me", headers=bearer(session))
-    assert me.status_code == 200 and me.json()["email"] == email
+    assert me.status_code == 200
+    assert me.json()["email"] == email
     listed = await confirming.get(f"{AUTH}/sessions", headers=bearer(session))
     assert [s["current"] for s in listed.json()["sessions"]] == [True]
-    login = await confirming.post(
-        f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD}
-    )
+    login = await confirming.post(f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD})
     assert login.status_code == 200
     again = await confirming.post(
         f"{AUTH}/email/confirm", json={"email": email, "code": mail["otp"]}
@@ -109,14 +108,13 @@ async def test_confirm_errors_and_lockout(
         422,
         "validation_failed",
     )
-    assert problem(
-        await confirming.post(f"{AUTH}/email/confirm", json={"token_hash": "zz"})
-    ) == (422, "validation_failed")
+    assert problem(await confirming.post(f"{AUTH}/email/confirm", json={"token_hash": "zz"})) == (
+        422,
+        "validation_failed",
+    )
     guesses = [f"{n:06d}" for n in range(200000, 200006) if f"{n:06d}" != mail["otp"]][:5]
     for guess in guesses:
-        wrong = await confirming.post(
-            f"{AUTH}/email/confirm", json={"email": email, "code": guess}
-        )
+        wrong = await confirming.post(f"{AUTH}/email/confirm", json={"email": email, "code": guess})
         assert problem(wrong) == (401, "invalid_code")
     locked = await confirming.post(
         f"{AUTH}/email/confirm", json={"email": email, "code": mail["otp"]}

@@ -29,7 +29,8 @@ async def provider_round_trip(url: str, email: str, decision: str = "approve") -
         assert first.status_code == 302, first.text
         consent_url = first.headers["location"]
         page = await browser.get(consent_url)
-        assert page.status_code == 200 and "<form" in page.text
+        assert page.status_code == 200
+        assert "<form" in page.text
         state = parse_qs(urlsplit(consent_url).query)["state"][0]
         landed = await browser.post(
             consent_url,
@@ -49,7 +50,8 @@ async def test_sign_in_with_the_provider_creates_the_user_and_a_session(
     assert started.status_code == 200, started.text
     flow = started.json()
     query = parse_qs(urlsplit(flow["url"]).query)
-    assert query["provider"] == ["fake"] and query["code_challenge_method"] == ["s256"]
+    assert query["provider"] == ["fake"]
+    assert query["code_challenge_method"] == ["s256"]
     assert "code_verifier" not in flow["url"]  # the verifier stays in this service
 
     landed = await provider_round_trip(flow["url"], email)
@@ -115,7 +117,8 @@ async def test_oauth_refusals(app: httpx.AsyncClient) -> None:
 async def test_a_denied_consent_lands_with_an_error_and_no_code(app: httpx.AsyncClient) -> None:
     flow = (await app.get(f"{AUTH}/oauth/fake/authorize", params={"redirect_to": REDIRECT})).json()
     landed = await provider_round_trip(flow["url"], new_email(), decision="deny")
-    assert landed["error"] == "access_denied" and "code" not in landed
+    assert landed["error"] == "access_denied"
+    assert "code" not in landed
 
 
 async def test_authorize_is_rate_limited(

@@ -98,7 +98,12 @@ async def test_reset_errors(app: httpx.AsyncClient, mailing_auth: LocalAuth) -> 
         ({"email": email, "code": mail["otp"], "password": "weak"}, (422, "weak_password")),
         ({"email": email, "password": NEW_PASSWORD}, (422, "validation_failed")),
         (
-            {"email": email, "code": mail["otp"], "token_hash": mail["token_hash"], "password": "x"},
+            {
+                "email": email,
+                "code": mail["otp"],
+                "token_hash": mail["token_hash"],
+                "password": "x",
+            },
             (422, "validation_failed"),
         ),
         ({"email": email, "code": "12ab56", "password": NEW_PASSWORD}, (422, "validation_failed")),
@@ -157,8 +162,7 @@ async def test_recovery_mails_to_one_address_are_rate_limited(
     per_address = await running_apps(lifecycle_settings(rate_limits="mail_address=2/300"))  # type: ignore[operator]
     target = new_email()
     answers = [
-        await per_address.post(f"{AUTH}/password/recover", json={"email": target})
-        for _ in range(3)
+        await per_address.post(f"{AUTH}/password/recover", json={"email": target}) for _ in range(3)
     ]
     assert [a.status_code for a in answers[:2]] == [202, 202]
     assert problem(answers[2]) == (429, "rate_limited")

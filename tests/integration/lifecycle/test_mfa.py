@@ -1,0 +1,158 @@
+"""MFA TOTP end to end: enrol, list, challenge, verify to aal2 (recorded in Redis), the
+admin aal2 requirement, unenrol lowering sessions on every instance, lockout."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pyotp
+import pytest
+
+from tests.integration.lifecycle.conftest import (
+    AUTH,
+    LifecycleSettings,
+    bearer,
+    login,
+    problem,
+    seed,
+)
+from tests.support.localauth import LocalAuth
+
+pytestmark = pytest.mark.anyio
+MFA = f"{AUTH}/mfa/factors"
+
+
+def claims(tokens: dict[str, Any]) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(
+        tokens["access_token"], options={"verify_signature": False}
+    )
+    return decoded
+
+
+async def enrol_and_verify(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> tuple[str, pyotp.TOTP, dict[str, Any]]:
+    enrolled = await client.post(MFA, headers=bearer(tokens), json={"friendly_name": "phone"})
+    assert enrolled.status_code == 201, enrolled.text
+    factor = enrolled.json()
+    totp = pyotp.TOTP(factor["totp"]["secret"])
+    challenge = await client.post(f"{MFA}/{factor['id']}/challenge", headers=bearer(tokens))
+    assert challenge.status_code == 201, challenge.text
+    verified = await client.post(
+        f"{MFA}/{factor['id']}/verify",
+        headers=bearer(tokens),
+        json={"challenge_id": challenge.json()["id"], "code": totp.now()},
+    )
+    assert verified.status_code == 200, verified.text
+    return factor["id"], totp, verified.json()
+
+
+async def test_enrol_verify_and_the_admin_aal2_requirement(
+    running_apps: Any, lifecycle_settings: LifecycleSettings, mailing_auth: LocalAuth
+) -> None:
+    a = await running_apps(lifecycle_settings(admin_require_aal2="true"))
+    b = await running_apps(lifecycle_settings(admin_require_aal2="true"))
+    _, email = await seed(mailing_auth, roles=["admin"])
+    tokens, other = await login(a, email), await login(a, email)
+    assert problem(await a.get("/api/v1/admin/users", headers=bearer(tokens))) == (
+        403,
+        "insufficient_aal",
+    )
+    enrolled = await a.post(MFA, headers=bearer(tokens), json={"friendly_name": "laptop"})
+    factor = enrolled.json()
+    assert factor["totp"]["qr_code"].startswith("data:image/svg+xml")
+    assert factor["totp"]["uri"].startswith("otpauth://totp/")
+    listed = await b.get(MFA, headers=bearer(tokens))
+    assert [(f["id"], f["status"]) for f in listed.json()["factors"]] == [
+        (factor["id"], "unverified")
+    ]
+    challenge = await a.post(f"{MFA}/{factor['id']}/challenge", headers=bearer(tokens))
+    code = pyotp.TOTP(factor["totp"]["secret"]).now()
+    verified = await b.post(
+        f"{MFA}/{factor['id']}/verify",
+        headers=bearer(tokens),
+        json={"challenge_id": challenge.json()["id"], "code": code},
+    )
+    assert verified.status_code == 200, verified.text
+    stepped = verified.json()
+    assert claims(stepped)["aal"] == "aal2"
+    assert claims(stepped)["session_id"] == claims(tokens)["session_id"]
+    assert (await a.get(f"{AUTH}/me", headers=bearer(stepped))).json()["aal"] == "aal2"
+    # The admin routes open to the aal2 session on both instances.
+    assert (await a.get("/api/v1/admin/users", headers=bearer(stepped))).status_code == 200
+    assert (await b.get("/api/v1/admin/users", headers=bearer(stepped))).status_code == 200
+    # As Supabase: the user's other aal1 session ended, here on every instance too.
+    assert problem(await b.get(f"{AUTH}/me", headers=bearer(other))) == (401, "session_revoked")
+    # The swapped refresh token keeps the session at aal2.
+    refreshed = await b.post(f"{AUTH}/refresh", json={"refresh_token": stepped["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
+    assert claims(refreshed.json())["aal"] == "aal2"
+    after = (await a.get(MFA, headers=bearer(stepped))).json()["factors"]
+    assert [f["status"] for f in after] == ["verified"]
+
+
+async def test_unenrol_needs_aal2_and_lowers_the_session_on_every_instance(
+    running_apps: Any, lifecycle_settings: LifecycleSettings, mailing_auth: LocalAuth
+) -> None:
+    a = await running_apps(lifecycle_settings(admin_require_aal2="true"))
+    b = await running_apps(lifecycle_settings(admin_require_aal2="true"))
+    _, email = await seed(mailing_auth, roles=["admin"])
+    first = await login(a, email)
+    factor_id, _, stepped = await enrol_and_verify(a, first)
+    # A new sign-in is aal1 until it answers a challenge: it may not remove the factor.
+    fresh = await login(b, email)
+    refused = await b.delete(f"{MFA}/{factor_id}", headers=bearer(fresh))
+    assert problem(refused) == (403, "insufficient_aal")
+    removed = await a.delete(f"{MFA}/{factor_id}", headers=bearer(stepped))
+    assert removed.status_code == 204, removed.text
+    # The token still says aal2 until it expires, but the session is aal1 everywhere now.
+    assert claims(stepped)["aal"] == "aal2"
+    lowered = await b.get("/api/v1/admin/users", headers=bearer(stepped))
+    assert problem(lowered) == (403, "insufficient_aal")
+    refreshed = await b.post(f"{AUTH}/refresh", json={"refresh_token": stepped["refresh_token"]})
+    assert claims(refreshed.json())["aal"] == "aal1"
+    assert (await a.get(MFA, headers=bearer(refreshed.json()))).json()["factors"] == []
+
+
+async def test_mfa_errors_and_code_lockout(app: httpx.AsyncClient, mailing_auth: LocalAuth) -> None:
+    _, email = await seed(mailing_auth)
+    tokens = await login(app, email)
+    assert problem(await app.get(MFA)) == (401, "missing_token")
+    assert problem(await app.post(f"{MFA}/not-a-uuid/challenge", headers=bearer(tokens))) == (
+        404,
+        "not_found",
+    )
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert problem(await app.post(f"{MFA}/{missing}/challenge", headers=bearer(tokens))) == (
+        404,
+        "not_found",
+    )
+    factor = (await app.post(MFA, headers=bearer(tokens), json={"friendly_name": "a"})).json()
+    dup = await app.post(MFA, headers=bearer(tokens), json={"friendly_name": "a"})
+    assert problem(dup) == (409, "factor_exists")
+    totp = pyotp.TOTP(factor["totp"]["secret"])
+    challenge = (await app.post(f"{MFA}/{factor['id']}/challenge", headers=bearer(tokens))).json()
+    verify = f"{MFA}/{factor['id']}/verify"
+    bad_shape = await app.post(
+        verify, headers=bearer(tokens), json={"challenge_id": challenge["id"], "code": "12"}
+    )
+    assert problem(bad_shape) == (422, "validation_failed")
+    unknown = await app.post(
+        verify, headers=bearer(tokens), json={"challenge_id": missing, "code": totp.now()}
+    )
+    assert problem(unknown) == (404, "not_found")
+    now = time.time()
+    live = {totp.at(now + step) for step in (-60, -30, 0, 30, 60)}  # the accepted window
+    wrong = [f"{n:06d}" for n in range(500000, 500010) if f"{n:06d}" not in live][:5]
+    for guess in wrong:
+        answer = await app.post(
+            verify, headers=bearer(tokens), json={"challenge_id": challenge["id"], "code": guess}
+        )
+        assert problem(answer) == (401, "invalid_mfa_code")
+    locked = await app.post(
+        verify, headers=bearer(tokens), json={"challenge_id": challenge["id"], "code": totp.now()}
+    )
+    assert problem(locked) == (429, "locked_out")
