@@ -317,10 +317,13 @@ def _endpoints(routes: list[BaseRoute]) -> dict[str, Any]:
 
 
 def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str, Any]:
+    from app import openapi_lifecycle  # the account-lifecycle routes, described apart
+
+    operations = {**OPERATIONS, **openapi_lifecycle.OPERATIONS}
     paths: dict[str, dict[str, Any]] = {}
     endpoints = _endpoints(routes)
     for path, name, methods in iter_routes(routes):
-        op = OPERATIONS.get(name) or _generic(name, endpoints.get(name))
+        op = operations.get(name) or _generic(name, endpoints.get(name))
         for method in sorted(methods):
             paths.setdefault(path, {})[method.lower()] = _operation(name, op, path, method)
     schemas: dict[str, Any] = {
@@ -335,6 +338,9 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
     }
     for model in (RegisterBody, LoginBody, RefreshBody, LogoutBody):
         schemas[model.__name__] = _body_schema(model)
+    schemas.update(openapi_lifecycle.SCHEMAS)
+    for lifecycle_model in openapi_lifecycle.MODELS:
+        schemas[lifecycle_model.__name__] = _body_schema(lifecycle_model)
     return {
         "openapi": "3.1.0",
         "info": {

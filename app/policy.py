@@ -75,6 +75,7 @@ POLICIES: dict[str, tuple[Layer, ...]] = {
     "auth:profile": (*AUTHENTICATED, RateLimit("account", per="account")),
     "auth:account_delete": (*AUTHENTICATED, RateLimit("account", per="account")),
     "auth:mfa_factors": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:mfa_enroll": (*AUTHENTICATED, RateLimit("account", per="account")),
     "auth:mfa_challenge": (*AUTHENTICATED, RateLimit("account", per="account")),
     "auth:mfa_verify": (*AUTHENTICATED, RateLimit("verify", per="account")),
     "auth:mfa_unenroll": (*AUTHENTICATED, RequireAal("aal2"), RateLimit("account", per="account")),

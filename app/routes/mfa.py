@@ -12,11 +12,16 @@ from app.routes.lifecycle_common import RouteSpec, factor_id, flows
 
 
 async def factors(request: Request) -> Response:
-    """GET: the caller's factors. POST: enrol a TOTP factor (secret, URI, QR code)"""
+    """The caller's factors"""
     ctx = auth_context(request)
     assert ctx.token is not None
-    if request.method == "GET":
-        return JSONResponse({"factors": await flows(request).mfa.factors(ctx.token)})
+    return JSONResponse({"factors": await flows(request).mfa.factors(ctx.token)})
+
+
+async def enroll(request: Request) -> Response:
+    """Enrol a TOTP factor: its secret, otpauth URI and QR code"""
+    ctx = auth_context(request)
+    assert ctx.token is not None
     body = await read_model(request, MfaEnrollBody, optional=True)
     factor = await flows(request).mfa.enroll(ctx.token, body.friendly_name, body.issuer)
     return JSONResponse(factor, status_code=201)
@@ -55,7 +60,8 @@ async def unenroll(request: Request) -> Response:
 
 
 ROUTES: list[RouteSpec] = [
-    ("/mfa/factors", factors, "auth:mfa_factors", ["GET", "POST"]),
+    ("/mfa/factors", factors, "auth:mfa_factors", ["GET"]),
+    ("/mfa/factors", enroll, "auth:mfa_enroll", ["POST"]),
     ("/mfa/factors/{factor_id}/challenge", challenge, "auth:mfa_challenge", ["POST"]),
     ("/mfa/factors/{factor_id}/verify", verify, "auth:mfa_verify", ["POST"]),
     ("/mfa/factors/{factor_id}", unenroll, "auth:mfa_unenroll", ["DELETE"]),
