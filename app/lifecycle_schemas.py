@@ -106,6 +106,18 @@ class ProfileBody(Body):
         return data
 
 
+def check_merged_profile(current: dict[str, Any], update: dict[str, Any]) -> None:
+    """The metadata after the merge stays within the limits too, so many small updates
+    cannot grow it without bound. ``current`` is the token's copy (at most one token
+    lifetime stale, which only matters near the limit)."""
+    merged = {k: v for k, v in {**current, **update}.items() if v is not None}
+    size = len(json.dumps(merged, ensure_ascii=False, separators=(",", ":")).encode())
+    if len(merged) > PROFILE_MAX_KEYS or size > PROFILE_MAX_BYTES:
+        raise ValueError(
+            f"user_metadata would exceed {PROFILE_MAX_KEYS} keys or {PROFILE_MAX_BYTES} bytes"
+        )
+
+
 class OAuthCallbackBody(Body):
     flow_id: Annotated[str, Field(min_length=16, max_length=64)]
     code: Annotated[str, Field(min_length=1, max_length=512)]

@@ -14,9 +14,11 @@ from app.lifecycle_schemas import (
     PasswordChangeBody,
     ProfileBody,
     Reauthentication,
+    check_merged_profile,
 )
 from app.routes.auth import _client
 from app.routes.lifecycle_common import RouteSpec, flows, secret_of
+from services import errors
 from services.account import Proof
 
 
@@ -68,6 +70,12 @@ async def update_profile(request: Request) -> Response:
     body = await read_model(request, ProfileBody)
     ctx = auth_context(request)
     assert ctx.token is not None
+    try:
+        check_merged_profile(ctx.require_claims().user_metadata, body.data)
+    except ValueError as exc:
+        raise errors.ValidationFailed(
+            str(exc), errors=[{"field": "data", "message": str(exc), "type": "value_error"}]
+        ) from None
     user = await flows(request).account.update_profile(ctx.token, body.data)
     return JSONResponse({"user": user})
 

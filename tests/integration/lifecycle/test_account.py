@@ -209,6 +209,29 @@ async def test_profile_update_merges_user_metadata_within_limits(
     assert problem(await app.patch(path, json={"data": {}})) == (401, "missing_token")
 
 
+async def test_profile_cannot_grow_past_the_limit_in_small_steps(
+    app: httpx.AsyncClient, mailing_auth: LocalAuth
+) -> None:
+    _, email = await seed(mailing_auth)
+    tokens = await login(app, email)
+    path = f"{AUTH}/profile"
+    for step in range(3):
+        chunk = {f"s{step}k{i}": "x" * 100 for i in range(10)}
+        assert (
+            await app.patch(path, headers=bearer(tokens), json={"data": chunk})
+        ).status_code == 200
+        refreshed = await app.post(
+            f"{AUTH}/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        tokens = refreshed.json()
+    # 30 keys of ~110 bytes: 3.3 KiB; another 10 would pass alone but not merged.
+    more = {f"s9k{i}": "x" * 100 for i in range(10)}
+    assert problem(await app.patch(path, headers=bearer(tokens), json={"data": more})) == (
+        422,
+        "validation_failed",
+    )
+
+
 async def test_delete_account_with_the_password_ends_every_session(
     app: httpx.AsyncClient, second: httpx.AsyncClient, mailing_auth: LocalAuth
 ) -> None:
