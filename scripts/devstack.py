@@ -142,6 +142,8 @@ class Stack:
             env={
                 "GOTRUE_MAILER_AUTOCONFIRM": "true",
                 "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
+                # "Sign in with ..." against a local consent page (docs/account-lifecycle.md).
+                "GOTRUE_EXTERNAL_FAKE_ENABLED": "true",
                 **(extra_env or {}),
             },
         )
@@ -192,6 +194,10 @@ def main() -> None:
                 "PORT": str(args.port),
                 "ENVIRONMENT": "development",
                 "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+                "OAUTH_PROVIDERS": os.environ.get("OAUTH_PROVIDERS", "fake"),
+                "OAUTH_REDIRECT_URLS": os.environ.get(
+                    "OAUTH_REDIRECT_URLS", "http://localhost:3000/"
+                ),
             },
         )
         base = f"http://127.0.0.1:{args.port}"
