@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from app.schemas import Body, Email, Password
 
-Code = Annotated[str, Field(pattern=r"^\d{6,10}$")]
+Code = Annotated[str, Field(pattern=r"^[0-9]{6,10}$")]
 TokenHash = Annotated[str, Field(pattern=r"^(pkce_)?[0-9a-f]{56}$")]
 RedirectUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 Nonce = Annotated[str, Field(min_length=4, max_length=32)]
@@ -130,7 +130,7 @@ class MfaEnrollBody(Body):
 
 class MfaVerifyBody(Body):
     challenge_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
-    code: Annotated[str, Field(pattern=r"^\d{6}$")]
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
 MODELS = (

@@ -281,3 +281,14 @@ async def test_delete_account_with_the_mailed_nonce(
         401,
         "session_revoked",
     )
+
+
+async def test_reauthentication_mails_are_rate_limited_per_account(
+    running_apps: Any, lifecycle_settings: Any, mailing_auth: LocalAuth
+) -> None:
+    app = await running_apps(lifecycle_settings(rate_limits="mail=1/60"))
+    _, email = await seed(mailing_auth)
+    tokens = await login(app, email)
+    assert (await app.post(f"{AUTH}/reauthenticate", headers=bearer(tokens))).status_code == 202
+    again = await app.post(f"{AUTH}/reauthenticate", headers=bearer(tokens))
+    assert problem(again) == (429, "rate_limited")
