@@ -129,7 +129,9 @@ class MfaEnrollBody(Body):
 
 
 class MfaVerifyBody(Body):
-    challenge_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
+    """Without ``challenge_id`` the challenge is made and answered in this one request."""
+
+    challenge_id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")] | None = None
     code: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 

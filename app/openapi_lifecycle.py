@@ -232,7 +232,7 @@ OPERATIONS: dict[str, Operation] = {
         problems=(*_BODY_ERRORS, *_SIGNED_IN, 404),
     ),
     "auth:mfa_unenroll": Operation(
-        "Remove a factor (needs aal2)",
+        "Remove a factor (a verified one needs aal2)",
         "mfa",
         ok_status=204,
         secured=True,

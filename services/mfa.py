@@ -47,12 +47,26 @@ class MfaService:
         return {"id": answer.get("id"), "expires_at": answer.get("expires_at")}
 
     async def verify(
-        self, claims: Claims, token: str, factor_id: str, challenge_id: str, code: str, ip: str
+        self,
+        claims: Claims,
+        token: str,
+        factor_id: str,
+        challenge_id: str | None,
+        code: str,
+        ip: str,
     ) -> AuthSession:
+        """Answer a challenge; without ``challenge_id``, make one and answer it at once
+        (Supabase ties a challenge to the address that made it, and several instances of
+        this service may not share one)."""
+
+        async def answer() -> AuthSession:
+            cid = challenge_id or str((await self.challenge(token, factor_id))["id"])
+            return await self.deps.gateway.mfa_verify(token, factor_id, cid, code)
+
         session = await self._guard.attempt(
             "mfa:" + claims.sub,
             ip,
-            lambda: self.deps.gateway.mfa_verify(token, factor_id, challenge_id, code),
+            answer,
         )
         sid, uid = session_ids(session)
         if not await self.deps.sessions.set_assurance(sid, "aal2", factor_id):
@@ -69,6 +83,15 @@ class MfaService:
         return session
 
     async def unenroll(self, claims: Claims, token: str, factor_id: str) -> None:
+        """Remove a factor. A verified one needs an aal2 session, by its token and as
+        recorded here; an unverified one (an abandoned enrolment) may go at aal1."""
+        factor = next((f for f in await self.factors(token) if f["id"] == factor_id), None)
+        if factor is None:
+            raise errors.NotFound("No such factor.")
+        if factor["status"] == "verified" and (
+            claims.aal != "aal2" or await self.deps.sessions.assurance(claims.session_id) != "aal2"
+        ):
+            raise errors.InsufficientAssurance("Removing a verified factor needs an aal2 session.")
         await self.deps.gateway.mfa_unenroll(token, factor_id)
         lowered = await self.deps.sessions.lower_assurance(claims.sub, factor_id)
         audit.info("mfa_unenrolled", user_id=claims.sub, factor_id=factor_id, lowered=len(lowered))

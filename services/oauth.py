@@ -66,7 +66,7 @@ class OAuthService:
     async def authorize(self, provider: str, redirect_to: str | None) -> Authorization:
         provider = provider.lower()
         if provider not in self.providers:
-            raise errors.ProviderNotEnabled(f"Sign-in with {provider!r} is not enabled here.")
+            raise errors.ProviderNotEnabled(f"Sign-in with {provider[:64]!r} is not enabled here.")
         self._check_redirect(redirect_to)
         verifier = secrets.token_urlsafe(48)
         flow_id = secrets.token_urlsafe(24)

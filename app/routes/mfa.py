@@ -52,7 +52,7 @@ async def verify(request: Request) -> Response:
 
 
 async def unenroll(request: Request) -> Response:
-    """Remove a factor (needs aal2)"""
+    """Remove a factor (a verified one needs aal2)"""
     ctx = auth_context(request)
     assert ctx.token is not None
     await flows(request).mfa.unenroll(ctx.require_claims(), ctx.token, factor_id(request))

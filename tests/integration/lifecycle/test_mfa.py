@@ -101,11 +101,17 @@ async def test_unenrol_needs_aal2_and_lowers_the_session_on_every_instance(
     b = await running_apps(lifecycle_settings(admin_require_aal2="true"))
     _, email = await seed(mailing_auth, roles=["admin"])
     first = await login(a, email)
-    factor_id, _, stepped = await enrol_and_verify(a, first)
+    factor_id, totp, stepped = await enrol_and_verify(a, first)
     # A new sign-in is aal1 until it answers a challenge: it may not remove the factor.
     fresh = await login(b, email)
     refused = await b.delete(f"{MFA}/{factor_id}", headers=bearer(fresh))
     assert problem(refused) == (403, "insufficient_aal")
+    # Challenge and answer in one request also raises a session to aal2.
+    one_step = await b.post(
+        f"{MFA}/{factor_id}/verify", headers=bearer(fresh), json={"code": totp.now()}
+    )
+    assert one_step.status_code == 200, one_step.text
+    assert claims(one_step.json())["aal"] == "aal2"
     removed = await a.delete(f"{MFA}/{factor_id}", headers=bearer(stepped))
     assert removed.status_code == 204, removed.text
     # The token still says aal2 until it expires, but the session is aal1 everywhere now.
@@ -127,6 +133,16 @@ async def test_mfa_errors_and_code_lockout(app: httpx.AsyncClient, mailing_auth:
     )
     missing = "00000000-0000-4000-8000-000000000000"
     assert problem(await app.post(f"{MFA}/{missing}/challenge", headers=bearer(tokens))) == (
+        404,
+        "not_found",
+    )
+    abandoned = (await app.post(MFA, headers=bearer(tokens), json={})).json()
+    retry = await app.post(MFA, headers=bearer(tokens), json={})
+    assert problem(retry) == (409, "factor_exists")
+    # An abandoned enrolment can be removed at aal1, so the user can start again.
+    removed = await app.delete(f"{MFA}/{abandoned['id']}", headers=bearer(tokens))
+    assert removed.status_code == 204, removed.text
+    assert problem(await app.delete(f"{MFA}/{abandoned['id']}", headers=bearer(tokens))) == (
         404,
         "not_found",
     )
