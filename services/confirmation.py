@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import structlog
+
+from services import errors
 from services.auth import Client
 from services.flows import (
     EmailedSecret,
@@ -16,6 +19,8 @@ from services.flows import (
     without_revealing,
 )
 from services.gateway import AuthSession
+
+log = structlog.get_logger("services.confirmation")
 
 
 class ConfirmationService:
@@ -33,9 +38,13 @@ class ConfirmationService:
     async def after_registration(self, email: str) -> None:
         """Registration through the Admin API sends no mail; with REGISTER_EMAIL_CONFIRM
         false the user must confirm, so the first confirmation mail goes out here."""
-        await without_revealing(
-            "confirmation", self.deps.gateway.resend(normalise(email), "signup", None)
-        )
+        try:
+            await without_revealing(
+                "confirmation", self.deps.gateway.resend(normalise(email), "signup", None)
+            )
+        except errors.AuthServiceError as exc:
+            # The account exists; the user can ask for the mail again (/email/confirm/resend).
+            log.warning("confirmation_not_sent", reason=exc.code)
 
     async def confirm(self, secret: EmailedSecret, client: Client) -> AuthSession:
         session = require_session(await verify_emailed(self.deps, secret, "signup", client.ip))

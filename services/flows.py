@@ -25,9 +25,17 @@ T = TypeVar("T")
 log = structlog.get_logger("services.flows")
 audit = structlog.get_logger("audit")
 
-# Upstream answers that reveal whether an address has an account: a mail-sending request
-# swallows them so every address gets the same 202.
-_REVEALING = (errors.UpstreamRateLimited, errors.NotFound, errors.EmailNotConfirmed)
+# Upstream answers that may differ between addresses (no account, banned, already confirmed,
+# mailed too recently): a mail-sending request swallows them so every address gets the same
+# 202. The body was validated before, so a 4xx here is about the account, not the request.
+# An outage (5xx, timeout) is still reported: it is the same for every address.
+_REVEALING = (
+    errors.UpstreamRateLimited,
+    errors.NotFound,
+    errors.Forbidden,
+    errors.Conflict,
+    errors.ValidationFailed,
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,9 @@ async def without_revealing(flow: str, send: Awaitable[None]) -> None:
     try:
         await send
     except _REVEALING as exc:
-        log.info("mail_not_sent", flow=flow, reason=exc.code)
+        # Supabase's project-wide mail limit hides behind the same answer: say so loudly.
+        level = log.warning if isinstance(exc, errors.UpstreamRateLimited) else log.info
+        level("mail_not_sent", flow=flow, reason=exc.code)
 
 
 async def open_session(deps: FlowDeps, session: AuthSession, client: Client) -> AuthSession:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -15,7 +16,7 @@ from tests.integration.lifecycle.conftest import (
     problem,
     seed,
 )
-from tests.support.localauth import LocalAuth
+from tests.support.localauth import LocalAuth, free_port
 from tests.support.mailbox import latest, messages
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +168,44 @@ async def test_recovery_mails_to_one_address_are_rate_limited(
     assert [a.status_code for a in answers[:2]] == [202, 202]
     assert problem(answers[2]) == (429, "rate_limited")
     assert "retry-after" in answers[2].headers
+
+
+async def test_two_tabs_spending_one_code_at_once_get_one_session(
+    app: httpx.AsyncClient, second: httpx.AsyncClient, mailing_auth: LocalAuth
+) -> None:
+    _, email = await seed(mailing_auth)
+    await app.post(f"{AUTH}/password/recover", json={"email": email})
+    mail = await latest(mailing_auth, email, "recovery")
+    body = {"email": email, "code": mail["otp"], "password": NEW_PASSWORD}
+    answers: list[httpx.Response] = []
+
+    async def reset(client: httpx.AsyncClient) -> None:
+        answers.append(await client.post(f"{AUTH}/password/reset", json=body))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for client in (app, second, app, second):
+                tg.start_soon(reset, client)
+    assert sorted(a.status_code for a in answers) == [200, 401, 401, 401]
+    assert {problem(a) for a in answers if a.status_code != 200} == {(401, "invalid_code")}
+
+
+async def test_hostile_redirects_are_refused(app: httpx.AsyncClient) -> None:
+    for target in ("javascript:alert(1)", "//evil.example/", "http://a b", "x" * 3000):
+        answer = await app.post(
+            f"{AUTH}/password/recover", json={"email": new_email(), "redirect_to": target}
+        )
+        assert problem(answer) == (422, "validation_failed"), target
+
+
+async def test_an_upstream_outage_is_reported_the_same_for_every_address(
+    running_apps: object, lifecycle_settings: LifecycleSettings
+) -> None:
+    dead = await running_apps(  # type: ignore[operator]
+        lifecycle_settings(supabase_url=f"http://127.0.0.1:{free_port()}")
+    )
+    answers = [
+        await dead.post(f"{AUTH}/password/recover", json={"email": new_email()}) for _ in range(2)
+    ]
+    assert {problem(a) for a in answers} == {(503, "upstream_unavailable")}
+    assert all("retry-after" in a.headers for a in answers)
