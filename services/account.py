@@ -49,6 +49,13 @@ class AccountService:
         )
         self._nonce_guard = SecretGuard(deps.codes, (errors.InvalidNonce,))
 
+    async def _require_aal2_if_enrolled(self, claims: Claims, token: str) -> None:
+        user = await self.deps.gateway.own_user(token)
+        if not any(f.get("status") == "verified" for f in user.get("factors") or []):
+            return
+        if claims.aal != "aal2" or await self.deps.sessions.assurance(claims.session_id) != "aal2":
+            raise errors.InsufficientAssurance("With MFA on, this needs an aal2 session.")
+
     async def reauthenticate(self, access_token: str) -> None:
         """Mail a one-time nonce to the account's address."""
         await self.deps.gateway.reauthenticate(access_token)
@@ -113,7 +120,9 @@ class AccountService:
 
     async def delete(self, claims: Claims, token: str, proof: Proof, ip: str) -> None:
         """Delete the account after a fresh proof; every session ends first, so a failure
-        halfway leaves the user signed out, never signed in to a half-deleted account."""
+        halfway leaves the user signed out, never signed in to a half-deleted account.
+        With a verified MFA factor it needs an aal2 session, as a password change does."""
+        await self._require_aal2_if_enrolled(claims, token)
         if proof.current_password is not None:
             await self._check_password(claims, proof.current_password, ip)
         else:

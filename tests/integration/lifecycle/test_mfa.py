@@ -11,8 +11,10 @@ import jwt
 import pyotp
 import pytest
 
+from tests.conftest import TEST_PASSWORD
 from tests.integration.lifecycle.conftest import (
     AUTH,
+    NEW_PASSWORD,
     LifecycleSettings,
     bearer,
     login,
@@ -172,3 +174,23 @@ async def test_mfa_errors_and_code_lockout(app: httpx.AsyncClient, mailing_auth:
         verify, headers=bearer(tokens), json={"challenge_id": challenge["id"], "code": totp.now()}
     )
     assert problem(locked) == (429, "locked_out")
+
+
+async def test_deleting_an_mfa_account_needs_aal2(
+    app: httpx.AsyncClient, mailing_auth: LocalAuth
+) -> None:
+    _, email = await seed(mailing_auth)
+    first = await login(app, email)
+    _, _, stepped = await enrol_and_verify(app, first)
+    weak = await login(app, email)
+    body = {"current_password": TEST_PASSWORD}
+    refused = await app.request("DELETE", f"{AUTH}/account", headers=bearer(weak), json=body)
+    assert problem(refused) == (403, "insufficient_aal")
+    changed = await app.post(
+        f"{AUTH}/password/change",
+        headers=bearer(weak),
+        json={"current_password": TEST_PASSWORD, "password": NEW_PASSWORD},
+    )
+    assert problem(changed) == (403, "insufficient_aal")
+    gone = await app.request("DELETE", f"{AUTH}/account", headers=bearer(stepped), json=body)
+    assert gone.status_code == 204, gone.text
