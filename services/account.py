@@ -79,7 +79,9 @@ class AccountService:
         update itself (and spent by it)."""
         if proof.current_password is not None:
             await self._check_password(claims, proof.current_password, ip)
-            return await self.deps.gateway.update_own_user(token, attributes)
+            # Passed on too, for projects where Supabase itself asks for it.
+            body = {**attributes, "current_password": proof.current_password}
+            return await self.deps.gateway.update_own_user(token, body)
         assert proof.nonce is not None
         body = {**attributes, "nonce": proof.nonce}
         return await self._nonce_guard.attempt(
