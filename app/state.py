@@ -8,19 +8,13 @@ from dataclasses import dataclass
 import httpx
 import redis.asyncio as aioredis
 
+from app.lifecycle_state import Flows, build_flows
 from app.settings import Settings
-from services.account import AccountService
 from services.auth import AuthService, LoginGuard
-from services.confirmation import ConfirmationService
-from services.flows import FlowDeps
 from services.gateway import GatewayConfig, SupabaseGateway
 from services.lockout import LockoutPolicy, LoginLockout
-from services.mfa import MfaService
-from services.oauth import OAuthService
-from services.otp import OtpService
 from services.passwords import PasswordPolicy
 from services.ratelimit import RateLimiter, parse_rules
-from services.recovery import RecoveryService
 from services.sessions import SessionStore
 from services.tokens import TokenVerifier
 
@@ -37,57 +31,6 @@ class Services:
     rate_limiter: RateLimiter | None = None
     lockout: LoginLockout | None = None
     flows: Flows | None = None
-
-
-@dataclass(frozen=True)
-class Flows:
-    """The account-lifecycle services (``services.flows`` and its families)."""
-
-    recovery: RecoveryService
-    confirmation: ConfirmationService
-    account: AccountService
-    otp: OtpService
-    oauth: OAuthService
-    mfa: MfaService
-
-
-def build_flows(
-    settings: Settings,
-    *,
-    gateway: SupabaseGateway,
-    sessions: SessionStore,
-    auth: AuthService,
-    limiter: RateLimiter | None,
-    lockout: LoginLockout | None,
-) -> Flows:
-    codes = None
-    if lockout is not None:
-        # Same policy as logins, its own counters.
-        codes = LoginLockout(
-            lockout.redis, prefix=settings.redis_key_prefix + "code:", policy=lockout.policy
-        )
-    deps = FlowDeps(
-        gateway=gateway,
-        sessions=sessions,
-        auth=auth,
-        policy=auth.policy,
-        limiter=limiter,
-        codes=codes,
-        passwords=lockout,
-    )
-    return Flows(
-        recovery=RecoveryService(deps),
-        confirmation=ConfirmationService(deps),
-        account=AccountService(deps),
-        otp=OtpService(deps),
-        oauth=OAuthService(
-            deps,
-            prefix=settings.redis_key_prefix,
-            providers=settings.oauth_providers,
-            redirect_urls=settings.oauth_redirect_urls,
-        ),
-        mfa=MfaService(deps),
-    )
 
 
 def build_redis(settings: Settings) -> aioredis.Redis:

@@ -14,7 +14,7 @@ from services.flows import EmailedSecret
 
 if TYPE_CHECKING:
     from app.lifecycle_schemas import EmailedSecretBody
-    from app.state import Flows
+    from app.lifecycle_state import Flows
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # (path under /api/v1/auth, endpoint, route name, methods)
