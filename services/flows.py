@@ -23,7 +23,9 @@ from services.sessions import SessionStore
 
 T = TypeVar("T")
 log = structlog.get_logger("services.flows")
-audit = structlog.get_logger("audit")
+# Security events (password reset and change, email change, MFA, deletion, code sign-ins):
+# one JSON line each with ``audit: true`` and the user id, never a secret.
+audit = structlog.get_logger("audit").bind(audit=True)
 
 # Upstream answers that may differ between addresses (no account, banned, already confirmed,
 # mailed too recently): a mail-sending request swallows them so every address gets the same

@@ -5,6 +5,8 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
+import structlog
+import structlog.testing
 
 from tests.conftest import TEST_PASSWORD, new_email
 from tests.integration.lifecycle.conftest import (
@@ -209,3 +211,24 @@ async def test_an_upstream_outage_is_reported_the_same_for_every_address(
     ]
     assert {problem(a) for a in answers} == {(503, "upstream_unavailable")}
     assert all("retry-after" in a.headers for a in answers)
+
+
+async def test_a_reset_is_an_audit_event_without_secrets(
+    app: httpx.AsyncClient, mailing_auth: LocalAuth
+) -> None:
+    uid, email = await seed(mailing_auth)
+    await login(app, email)
+    await app.post(f"{AUTH}/password/recover", json={"email": email})
+    mail = await latest(mailing_auth, email, "recovery")
+    with structlog.testing.capture_logs() as logs:
+        reset = await app.post(
+            f"{AUTH}/password/reset",
+            json={"email": email, "code": mail["otp"], "password": NEW_PASSWORD},
+        )
+    assert reset.status_code == 200
+    events = [e for e in logs if e.get("audit")]
+    assert [(e["event"], e["user_id"], e["sessions_ended"]) for e in events] == [
+        ("password_reset", uid, 1)
+    ]
+    assert mail["otp"] not in repr(logs)
+    assert NEW_PASSWORD not in repr(logs)
