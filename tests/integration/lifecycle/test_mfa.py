@@ -22,6 +22,7 @@ from tests.integration.lifecycle.conftest import (
     seed,
 )
 from tests.support.localauth import LocalAuth
+from tests.support.mailbox import latest
 
 pytestmark = pytest.mark.anyio
 MFA = f"{AUTH}/mfa/factors"
@@ -194,3 +195,26 @@ async def test_deleting_an_mfa_account_needs_aal2(
     assert problem(changed) == (403, "insufficient_aal")
     gone = await app.request("DELETE", f"{AUTH}/account", headers=bearer(stepped), json=body)
     assert gone.status_code == 204, gone.text
+
+
+async def test_with_mfa_on_reset_and_email_change_need_aal2(
+    app: httpx.AsyncClient, mailing_auth: LocalAuth
+) -> None:
+    """As in Supabase: a mailed code alone is one factor, so it cannot change the password of
+    an MFA account; the half-open recovery session is not handed out."""
+    _, email = await seed(mailing_auth)
+    first = await login(app, email)
+    await enrol_and_verify(app, first)
+    weak = await login(app, email)
+    moved = await app.post(
+        f"{AUTH}/email/change", headers=bearer(weak), json={"email": "elsewhere@example.com"}
+    )
+    assert problem(moved) == (403, "insufficient_aal")
+    await app.post(f"{AUTH}/password/recover", json={"email": email})
+    mail = await latest(mailing_auth, email, "recovery")
+    reset = await app.post(
+        f"{AUTH}/password/reset",
+        json={"email": email, "code": mail["otp"], "password": NEW_PASSWORD},
+    )
+    assert problem(reset) == (403, "insufficient_aal")
+    await login(app, email)  # the password did not change
