@@ -4,14 +4,17 @@ admin aal2 requirement, unenrol lowering sessions on every instance, lockout."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pyotp
 import pytest
 
-from tests.conftest import TEST_PASSWORD
+from app.settings import Settings
+from tests.conftest import TEST_PASSWORD, app_env
 from tests.integration.lifecycle.conftest import (
     AUTH,
     NEW_PASSWORD,
@@ -21,7 +24,7 @@ from tests.integration.lifecycle.conftest import (
     problem,
     seed,
 )
-from tests.support.localauth import LocalAuth
+from tests.support.localauth import LocalAuth, run_localauth
 from tests.support.mailbox import latest
 
 pytestmark = pytest.mark.anyio
@@ -218,3 +221,39 @@ async def test_with_mfa_on_reset_and_email_change_need_aal2(
     )
     assert problem(reset) == (403, "insufficient_aal")
     await login(app, email)  # the password did not change
+
+
+@pytest.fixture(scope="module")
+def quick_expiry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAuth]:
+    """A localauth whose MFA challenges expire after one second."""
+    with run_localauth(
+        tmp_path_factory.mktemp("localauth-mfa-expiry"),
+        env={"GOTRUE_MFA_CHALLENGE_EXPIRY_DURATION": "1s"},
+    ) as server:
+        yield server
+
+
+async def test_an_expired_challenge_is_refused_and_a_fresh_one_works(
+    running_apps: Any, quick_expiry_auth: LocalAuth, redis_url: str, redis_prefix: str
+) -> None:
+    settings = Settings.from_environ(app_env(quick_expiry_auth, redis_url, redis_prefix))
+    app = await running_apps(settings)
+    _, email = await seed(quick_expiry_auth)
+    tokens = await login(app, email)
+    factor = (await app.post(MFA, headers=bearer(tokens), json={})).json()
+    totp = pyotp.TOTP(factor["totp"]["secret"])
+    challenge = (await app.post(f"{MFA}/{factor['id']}/challenge", headers=bearer(tokens))).json()
+    # Wait for the upstream's clock to pass the expiry it announced (bounded).
+    with anyio.fail_after(5):
+        while time.time() <= challenge["expires_at"] + 0.1:
+            await anyio.sleep(0.1)
+    late = await app.post(
+        f"{MFA}/{factor['id']}/verify",
+        headers=bearer(tokens),
+        json={"challenge_id": challenge["id"], "code": totp.now()},
+    )
+    assert problem(late) == (422, "mfa_challenge_invalid")
+    fresh = await app.post(
+        f"{MFA}/{factor['id']}/verify", headers=bearer(tokens), json={"code": totp.now()}
+    )
+    assert fresh.status_code == 200, fresh.text
