@@ -7,6 +7,7 @@ address with its code or as the link's token hash, never both.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -78,6 +79,24 @@ class EmailChangeBody(Body):
     redirect_to: RedirectUrl | None = None
 
 
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _finite(value: Any) -> bool:
+    """Numbers every JSON parser (Supabase's in Go, the browser's) reads back unchanged."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int):
+        return abs(value) <= _SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
@@ -98,6 +117,8 @@ class ProfileBody(Body):
         for key in data:
             if not key or len(key) > PROFILE_MAX_KEY_LENGTH:
                 raise ValueError(f"keys must be 1 to {PROFILE_MAX_KEY_LENGTH} characters")
+        if not _finite(data):
+            raise ValueError("numbers must be finite and at most 2**53 - 1 in size")
         if _depth(data) > PROFILE_MAX_DEPTH:
             raise ValueError(f"nested deeper than {PROFILE_MAX_DEPTH} levels")
         size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())

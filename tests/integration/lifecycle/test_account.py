@@ -207,6 +207,20 @@ async def test_profile_update_merges_user_metadata_within_limits(
             "validation_failed",
         ), body
     assert problem(await app.patch(path, json={"data": {}})) == (401, "missing_token")
+    # Numbers and strings Supabase would not read back: refused here, never a 5xx upstream.
+    for raw in (
+        b'{"data": {"x": NaN}}',
+        b'{"data": {"x": 1e999}}',
+        b'{"data": {"x": -Infinity}}',
+        b'{"data": {"x": "\\ud800"}}',
+        b'{"data": {"\\udfff": 1}}',
+    ):
+        answer = await app.patch(
+            path, headers={**auth, "content-type": "application/json"}, content=raw
+        )
+        assert answer.status_code in (400, 422), (raw, answer.text)
+    huge = await app.patch(path, headers=auth, json={"data": {"x": 10**20}})
+    assert problem(huge) == (422, "validation_failed")
 
 
 async def test_profile_cannot_grow_past_the_limit_in_small_steps(
