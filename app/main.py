@@ -24,7 +24,7 @@ from app.logging import configure_logging
 from app.middleware import EdgeMiddleware, ProxyFitMiddleware
 from app.openapi import openapi_endpoint
 from app.policy import POLICIES
-from app.routes import admin, auth, events
+from app.routes import account, admin, auth, confirmation, events, mfa, oauth, otp, recovery
 from app.settings import Settings
 from app.state import open_services
 from app.transport import TRANSPORT_HEADER
@@ -75,6 +75,16 @@ def api_routes() -> list[BaseRoute]:
     ]
 
 
+def lifecycle_routes() -> list[BaseRoute]:
+    """Recovery, confirmation, account, OTP, OAuth and MFA: one router module each."""
+    base = "/api/v1/auth"
+    return [
+        guarded(base + path, endpoint, name=name, methods=methods)
+        for module in (recovery, confirmation, account, otp, oauth, mfa)
+        for path, endpoint, name, methods in module.ROUTES
+    ]
+
+
 def admin_routes() -> list[BaseRoute]:
     user = "/api/v1/admin/users/{user_id}"
     return [
@@ -119,6 +129,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *api_routes(),
+        *lifecycle_routes(),
         Route("/health/live", live, name="health:live", methods=["GET"]),
         Route("/health/ready", health.ready, name="health:ready", methods=["GET"]),
         Route("/metrics", health.metrics_endpoint, name="metrics", methods=["GET"]),
@@ -165,7 +176,7 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_credentials=True,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID", TRANSPORT_HEADER],
                 expose_headers=[
                     "X-Request-ID",

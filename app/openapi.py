@@ -351,11 +351,19 @@ def _endpoints(routes: list[BaseRoute]) -> dict[str, Any]:
     return found
 
 
+def all_operations() -> dict[str, Operation]:
+    """Every route's typed description: these, and the account lifecycle's own."""
+    from app import openapi_lifecycle  # described apart, beside their routes
+
+    return {**OPERATIONS, **openapi_lifecycle.OPERATIONS}
+
+
 def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str, Any]:
+    operations = all_operations()
     paths: dict[str, dict[str, Any]] = {}
     endpoints = _endpoints(routes)
     for path, name, methods in iter_routes(routes):
-        op = OPERATIONS.get(name) or _generic(name, endpoints.get(name))
+        op = operations.get(name) or _generic(name, endpoints.get(name))
         for method in sorted(methods):
             paths.setdefault(path, {})[method.lower()] = _operation(name, op, path, method)
     schemas = components()
@@ -364,6 +372,11 @@ def build_openapi(routes: list[BaseRoute], *, server_url: str = "/") -> dict[str
         # Nested models: their refs already point at components (``_REF``), so they move there.
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    from app import openapi_lifecycle
+
+    schemas.update(openapi_lifecycle.SCHEMAS)
+    for lifecycle_model in openapi_lifecycle.MODELS:
+        schemas[lifecycle_model.__name__] = _body_schema(lifecycle_model)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -63,4 +63,26 @@ POLICIES: dict[str, tuple[Layer, ...]] = {
     "internal:user_status": SERVICE,
     # Signed by Supabase (Standard Webhooks); the signature is checked by the endpoint.
     "internal:supabase_events": (RateLimit("events"),),
+    # Account lifecycle (docs/account-lifecycle.md): mails and code checks limited per
+    # client address (and in the flows per recipient), the signed-in ones per account.
+    "auth:password_recover": (RateLimit("mail"),),
+    "auth:password_reset": (RateLimit("verify"),),
+    "auth:email_confirm_resend": (RateLimit("mail"),),
+    "auth:email_confirm": (RateLimit("verify"),),
+    "auth:otp": (RateLimit("mail"),),
+    "auth:otp_verify": (RateLimit("verify"),),
+    "auth:oauth_authorize": (RateLimit("oauth"),),
+    "auth:oauth_callback": (RateLimit("oauth"),),
+    "auth:email_change_confirm": (RateLimit("verify"),),
+    "auth:reauthenticate": (*AUTHENTICATED, RateLimit("mail", per="account")),
+    "auth:email_change": (*AUTHENTICATED, RateLimit("mail", per="account")),
+    "auth:password_change": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:profile": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:account_delete": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:mfa_factors": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:mfa_enroll": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:mfa_challenge": (*AUTHENTICATED, RateLimit("account", per="account")),
+    "auth:mfa_verify": (*AUTHENTICATED, RateLimit("verify", per="account")),
+    # A verified factor needs aal2 (checked by the flow: an abandoned enrolment may go at aal1).
+    "auth:mfa_unenroll": (*AUTHENTICATED, RateLimit("account", per="account")),
 }

@@ -286,6 +286,12 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
         return self
 
+    # Account lifecycle (docs/account-lifecycle.md).
+    # Providers "Sign in with ..." may use (enabled in Supabase too), e.g. "google,github".
+    oauth_providers: CsvList = Field(default_factory=list)
+    # URL prefixes an OAuth redirect_to may start with (empty: only Supabase's SITE_URL).
+    oauth_redirect_urls: CsvList = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Settings:
         if self.upstream_connect_timeout_seconds >= self.upstream_deadline_seconds:

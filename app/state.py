@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.lifecycle_state import Flows, build_flows
 from app.settings import Settings
 from services.auth import AuthService, LoginGuard
 from services.credentials import CredentialGuard
@@ -35,6 +36,7 @@ class Services:
     credential_guard: CredentialGuard | None = None
     principals: PrincipalCache | None = None
     events: SupabaseEvents | None = None
+    flows: Flows | None = None
 
 
 def redis_config(settings: Settings) -> RedisConfig:
@@ -170,6 +172,13 @@ async def open_services(
     )
     principals = PrincipalCache(gateway, ttl=settings.admin_reverify_seconds)
     sessions.user_listeners.append(principals.forget)
+    rate_limiter = (
+        RateLimiter(
+            redis, prefix=settings.redis_key_prefix, rules=parse_rules(settings.rate_limits)
+        )
+        if settings.rate_limit_enabled
+        else None
+    )
     credential_lockout = build_lockout(settings, redis, namespace="cred:")
     return Services(
         settings=settings,
@@ -179,13 +188,7 @@ async def open_services(
         sessions=sessions,
         verifier=verifier,
         auth=auth,
-        rate_limiter=(
-            RateLimiter(
-                redis, prefix=settings.redis_key_prefix, rules=parse_rules(settings.rate_limits)
-            )
-            if settings.rate_limit_enabled
-            else None
-        ),
+        rate_limiter=rate_limiter,
         lockout=lockout,
         credential_guard=CredentialGuard(credential_lockout) if credential_lockout else None,
         principals=principals,
@@ -194,5 +197,13 @@ async def open_services(
             prefix=settings.redis_key_prefix,
             sessions=sessions,
             principals=principals,
+        ),
+        flows=build_flows(
+            settings,
+            gateway=gateway,
+            sessions=sessions,
+            auth=auth,
+            limiter=rate_limiter,
+            lockout=lockout,
         ),
     )

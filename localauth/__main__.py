@@ -24,6 +24,7 @@ _BOOL_FIELDS = {
     "mailer_autoconfirm",
     "external_email_enabled",
     "external_phone_enabled",
+    "external_fake_enabled",
     "external_anonymous_users_enabled",
     "refresh_token_rotation_enabled",
     "mailer_secure_email_change_enabled",

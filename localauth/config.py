@@ -99,6 +99,8 @@ ENV_FLAGS: dict[str, tuple[str, str]] = {
     "GOTRUE_MAILER_AUTOCONFIRM": ("mailer_autoconfirm", "--mailer-autoconfirm"),
     "GOTRUE_EXTERNAL_EMAIL_ENABLED": ("external_email_enabled", "--external-email-enabled"),
     "GOTRUE_EXTERNAL_PHONE_ENABLED": ("external_phone_enabled", "--external-phone-enabled"),
+    # localauth-only: the fake OAuth provider (localauth/fake_oauth.py)
+    "GOTRUE_EXTERNAL_FAKE_ENABLED": ("external_fake_enabled", "--external-fake-enabled"),
     "GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED": (
         "external_anonymous_users_enabled",
         "--external-anonymous-users-enabled",
@@ -163,6 +165,7 @@ class Settings:
     mailer_autoconfirm: bool = False
     external_email_enabled: bool = True
     external_phone_enabled: bool = False
+    external_fake_enabled: bool = False
     external_anonymous_users_enabled: bool = False
     password_min_length: int = 6
     password_required_characters: tuple[str, ...] = ()

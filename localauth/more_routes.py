@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from localauth import fake_oauth
 from localauth.core import Core
 from localauth.email_flows import EmailFlows
 from localauth.errors import ApiError
@@ -142,7 +143,11 @@ async def identities(request: Request) -> Response:
 
 @endpoint
 async def authorize(request: Request) -> Response:
-    raise authorize_refusal(request.query_params.get("provider", ""))
+    ctx, _ = _parts(request)
+    provider = request.query_params.get("provider", "")
+    if provider == fake_oauth.PROVIDER and ctx.settings.external_fake_enabled:
+        return await fake_oauth.authorize(request, ctx)
+    raise authorize_refusal(provider)
 
 
 # -- MFA -----------------------------------------------------------------------------------
@@ -281,6 +286,7 @@ def extra_table() -> list[tuple[str, Handler, list[str]]]:
         ("/verify", verify, ["GET", "POST"]),
         ("/sso", sso, ["POST"]),
         ("/authorize", authorize, ["GET"]),
+        ("/fake-oauth/consent", fake_oauth.consent, ["GET", "POST"]),
         ("/user/identities/authorize", identities, ["GET"]),
         ("/user/identities/{identity_id}", identities, ["DELETE"]),
         ("/factors", enroll, ["POST"]),

@@ -168,6 +168,8 @@ class Stack:
                 "GOTRUE_MAILER_AUTOCONFIRM": "true",
                 "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": "10",
                 **NEW_PROJECT_KEYS,
+                # "Sign in with ..." against a local consent page (docs/account-lifecycle.md).
+                "GOTRUE_EXTERNAL_FAKE_ENABLED": "true",
                 **(extra_env or {}),
             },
         )
@@ -255,6 +257,10 @@ def main() -> None:
                 "ENVIRONMENT": "development",
                 "LOG_JSON": os.environ.get("LOG_JSON", "false"),
                 **(examples_env(frontend) if frontend else {}),
+                "OAUTH_PROVIDERS": os.environ.get("OAUTH_PROVIDERS", "fake"),
+                "OAUTH_REDIRECT_URLS": os.environ.get(
+                    "OAUTH_REDIRECT_URLS", "http://localhost:3000/"
+                ),
             },
         )
         base = f"http://127.0.0.1:{args.port}"

@@ -36,8 +36,21 @@ AuditEvent = Literal[
     "user.role_changed",
     "user.unlocked",
     "service_credential.failed",
+    # The account lifecycle (services/recovery.py, account.py, confirmation.py, otp.py,
+    # oauth.py, mfa.py); audited by the lifecycle suites.
+    "password.reset",
+    "password.changed",
+    "email.confirmed",
+    "email.change_requested",
+    "email.changed",
+    "account.deleted",
+    "mfa.verified",
+    "mfa.unenrolled",
 ]
 EVENTS: Final[frozenset[str]] = frozenset(get_args(AuditEvent))
+ACCOUNT_EVENTS: Final[frozenset[str]] = frozenset(
+    name for name in EVENTS if name.split(".")[0] in ("password", "email", "account", "mfa")
+)
 
 # Refusals an attacker can cause in bulk are warnings; the rest are notices of what an
 # authorised user or operator did.

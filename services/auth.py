@@ -250,6 +250,10 @@ class AuthService:
         )
         audit.event("auth.signed_in", user_id=uid, session_id=sid, ip=client.ip)
 
+    async def record_session(self, session: AuthSession, client: Client) -> None:
+        """Keep a session another flow opened (a verified code, OAuth, MFA): ``services.flows``."""
+        await self._record_session(session, client)
+
     # -- refresh ---------------------------------------------------------------------
 
     async def refresh(self, refresh_token: str, client: Client) -> AuthSession:

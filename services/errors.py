@@ -257,3 +257,45 @@ class RedisUnavailable(ServiceUnavailable):
 class DeadlineExceeded(AuthServiceError):
     status, code, title = 504, "upstream_timeout", "Upstream timeout"
     default_detail = "The authentication provider did not answer in time."
+
+
+# -- account lifecycle (recovery, confirmation, OTP, OAuth, MFA) -------------------------
+
+
+class InvalidCode(Unauthenticated):
+    code = "invalid_code"
+    default_detail = "The code is wrong or has expired."
+
+
+class InvalidNonce(Unauthenticated):
+    code = "invalid_nonce"
+    default_detail = "The reauthentication code is wrong or has expired."
+
+
+class InvalidMfaCode(Unauthenticated):
+    code = "invalid_mfa_code"
+    default_detail = "The authenticator code is wrong."
+
+
+class InvalidAuthCode(Unauthenticated):
+    code = "invalid_auth_code"
+    default_detail = "The sign-in code is unknown, used or expired; start the sign-in again."
+
+
+class MfaChallengeInvalid(ValidationFailed):
+    code = "mfa_challenge_invalid"
+    default_detail = "The MFA challenge is unknown or has expired; create a new one."
+
+
+class FactorExists(Conflict):
+    code = "factor_exists"
+    default_detail = "A factor with this name already exists."
+
+
+class ProviderNotEnabled(NotFound):
+    code = "provider_not_enabled"
+    default_detail = "This sign-in provider is not enabled."
+
+
+class CodeLockedOut(LockedOut):
+    default_detail = "Too many wrong codes; try again later."

@@ -51,6 +51,12 @@ DEFAULT_RULES = (
     "admin=120/60",
     "internal=600/60",
     "events=600/60",
+    # Account lifecycle: mails per client address and per recipient, code checks, the rest.
+    "mail=10/60",
+    "mail_address=5/300",
+    "verify=20/60",
+    "account=30/60",
+    "oauth=30/60",
 )
 
 

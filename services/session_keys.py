@@ -8,6 +8,8 @@ the configured prefix):
                          SID   -> "expires|created|last_seen|ip|user agent" (epoch seconds)
                          !nbf  -> "not before": tokens issued earlier are refused
                          !ban  -> present while the account is banned in this service
+                         !aal:SID -> "aal|factor id" once MFA through this service raised
+                                  the session (pruned with its session)
                        expired sessions are pruned on every write, so it holds only live
                        ones; the key expires with its newest session (never while banned)
     p{rt:D}            refresh token (D: 128 bits of its SHA-256): "UID SID" while current,
@@ -28,6 +30,7 @@ import hashlib
 
 NOT_BEFORE = "!nbf"
 BANNED = "!ban"
+ASSURANCE = "!aal:"
 
 
 def user_key(prefix: str, uid: str) -> str:
@@ -51,10 +54,16 @@ _COMMON = """
 local now = tonumber(redis.call('TIME')[1])
 local function prune(key)
   local all = redis.call('HGETALL', key)
+  local live = {}
   for i = 1, #all, 2 do
     if string.sub(all[i], 1, 1) ~= '!' then
       local expires = tonumber(string.match(all[i + 1], '^(%d+)')) or 0
-      if expires <= now then redis.call('HDEL', key, all[i]) end
+      if expires <= now then redis.call('HDEL', key, all[i]) else live[all[i]] = true end
+    end
+  end
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 5) == '!aal:' and not live[string.sub(all[i], 6)] then
+      redis.call('HDEL', key, all[i])
     end
   end
 end
@@ -109,7 +118,7 @@ REVOKE = (
     _COMMON
     + """
 for i = 2, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[1], ARGV[i], '!aal:' .. ARGV[i])
   redis.call('PUBLISH', ARGV[1], 's:' .. ARGV[i])
 end
 prune(KEYS[1])
@@ -129,6 +138,27 @@ end
 prune(KEYS[1])
 keep(KEYS[1], tonumber(ARGV[3]))
 redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: user. ARGV: sid, "aal|factor id" ('' deletes), channel. Returns 0 if the
+# session is gone.
+SET_ASSURANCE = (
+    _COMMON
+    + """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+local expires = value and tonumber(string.match(value, '^(%d+)')) or 0
+if expires <= now then
+  prune(KEYS[1])
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], '!aal:' .. ARGV[1])
+else
+  redis.call('HSET', KEYS[1], '!aal:' .. ARGV[1], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], 's:' .. ARGV[1])
 return 1
 """
 )

@@ -130,6 +130,7 @@ class SessionStore(InvalidationCache):
         self._revoke = redis.register_script(keys.REVOKE)
         self._set_field = redis.register_script(keys.SET_USER_FIELD)
         self._retire = redis.register_script(keys.RETIRE)
+        self._set_assurance = redis.register_script(keys.SET_ASSURANCE)
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -294,6 +295,56 @@ class SessionStore(InvalidationCache):
             ),
         )
 
+    # -- assurance level (MFA), recorded per session ------------------------------------
+
+    async def set_assurance(self, sid: str, uid: str, aal: str, factor_id: str | None) -> bool:
+        """Record that the session reached ``aal`` (through ``factor_id``); False if the
+        session is gone."""
+        value = "" if aal == "aal1" else f"{aal}|{factor_id or ''}"
+        done = await redis_call(
+            "session_aal",
+            self.durable.run(
+                self._set_assurance,
+                [keys.user_key(self.prefix, uid)],
+                [sid, value, self.channel],
+            ),
+        )
+        self._evict(f"s:{sid}")
+        return bool(done)
+
+    async def assurance(self, sid: str, uid: str) -> str:
+        """The level this service recorded for the session: ``aal1`` unless an MFA
+        verification through this service raised it (and no unenrolment lowered it)."""
+        raw = await redis_call(
+            "session_aal",
+            self.redis.hget(keys.user_key(self.prefix, uid), keys.ASSURANCE + sid),
+        )
+        return _text(raw).partition("|")[0] if raw else "aal1"
+
+    async def assurances(self, uid: str) -> dict[str, tuple[str, str]]:
+        """session id -> (aal, factor id) for every live session of the user: one read."""
+        raw = await redis_call("session_aal", self.redis.hgetall(keys.user_key(self.prefix, uid)))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        now = time.time()
+        found: dict[str, tuple[str, str]] = {}
+        for sid, value in fields.items():
+            if sid.startswith("!") or keys.parse_session(value)[0] <= now:
+                continue
+            aal, _, factor = fields.get(keys.ASSURANCE + sid, "aal1|").partition("|")
+            found[sid] = (aal or "aal1", factor)
+        return found
+
+    async def lower_assurance(self, uid: str, factor_id: str) -> list[str]:
+        """Sessions raised to aal2 by ``factor_id`` fall back to aal1 (the factor is gone)."""
+        lowered = [
+            sid
+            for sid, (aal, factor) in (await self.assurances(uid)).items()
+            if aal != "aal1" and factor == factor_id
+        ]
+        for sid in lowered:
+            await self.set_assurance(sid, uid, "aal1", None)
+        return lowered
+
 
 def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
     expires, created, last, ip, agent = keys.parse_session(value)
@@ -314,4 +365,6 @@ def _clean(value: str) -> str:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else str(value)

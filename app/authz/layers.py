@@ -138,9 +138,17 @@ class RequireAal:
     async def check(self, ctx: AuthContext) -> None:
         if self.setting is not None and not getattr(ctx.services.settings, self.setting):
             return
-        have = _AAL_RANK.get(ctx.require_claims().aal, 0)
+        claims = ctx.require_claims()
+        have = _AAL_RANK.get(claims.aal, 0)
         if have < _AAL_RANK[self.level]:
             raise errors.InsufficientAssurance()
+        # The token says aal2; the session must still be aal2 here too: an unenrolled factor
+        # lowers it at once on every instance, though the token lives until it expires.
+        recorded = await ctx.services.sessions.assurance(claims.session_id, claims.sub)
+        if _AAL_RANK.get(recorded, 0) < _AAL_RANK[self.level]:
+            raise errors.InsufficientAssurance(
+                "This session's multi-factor authentication no longer holds; sign in again."
+            )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,10 @@ async def register(request: Request) -> Response:
         body.email, body.password, body.data, _client(request)
     )
     session = via.session_json(result.session.to_json()) if result.session else None
+    flows = request.app.state.services.flows
+    if result.session is None and flows is not None:
+        # REGISTER_EMAIL_CONFIRM=false: the user confirms through /email/confirm.
+        await flows.confirmation.after_registration(body.email)
     return via.respond({"user": result.user, "session": session}, status_code=201)
 
 

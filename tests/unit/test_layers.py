@@ -48,9 +48,15 @@ def claims(
 
 
 class FakeSessions:
-    def __init__(self, alive: bool = True, banned: bool = False, not_before: float = 0) -> None:
+    def __init__(
+        self, alive: bool = True, banned: bool = False, not_before: float = 0, aal: str = "aal2"
+    ) -> None:
         self.answer = (alive, UserState(not_before=not_before, banned=banned))
         self.lookups = 0
+        self.aal = aal
+
+    async def assurance(self, sid: str, uid: str) -> str:
+        return self.aal
 
     async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
         self.lookups += 1
@@ -158,6 +164,13 @@ async def test_require_aal_always_and_by_setting() -> None:
     await gated.check(context(token_claims=claims(aal="aal1"), admin_require_aal2=False))
     ctx = context(token_claims=claims(aal="aal1"), admin_require_aal2=True)
     assert (await refused(gated, ctx)).code == "insufficient_aal"
+
+
+async def test_require_aal_refuses_an_aal2_token_whose_session_was_lowered() -> None:
+    """A token still claiming aal2 is refused once its session was lowered (factor removed)."""
+    lowered = context(token_claims=claims(aal="aal2"), sessions=FakeSessions(aal="aal1"))
+    error = await refused(RequireAal("aal2"), lowered)
+    assert (error.status, error.code) == (403, "insufficient_aal")
 
 
 async def test_ip_allow_list() -> None:
