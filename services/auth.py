@@ -16,6 +16,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from services import errors, metrics
+from services.breaker import Caller
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
 from services.sessions import SessionInfo, SessionStore, redis_call
@@ -100,7 +101,7 @@ class AuthService:
         self.guard: LoginGuard = guard or NoLoginGuard()
         self.registration_window = registration_window
         # How long a concurrent duplicate waits for the first request's answer.
-        self._wait_budget = gateway.config.pool_wait + gateway.config.deadline + 1.0
+        self._wait_budget = gateway.config.deadline + 1.0
 
     # -- register --------------------------------------------------------------------
 
@@ -124,7 +125,8 @@ class AuthService:
                         "password": password,
                         "email_confirm": self.email_confirm,
                         "user_metadata": data,
-                    }
+                    },
+                    caller=Caller.of(client.ip, email),
                 )
             except errors.EmailExists:
                 return await self._replayed_registration(record_key, email, password, client)
@@ -172,7 +174,9 @@ class AuthService:
             metrics.AUTH_OUTCOMES.labels("login", "locked").inc()
             raise
         try:
-            session = await self.gateway.sign_in(email, password)
+            session = await self.gateway.sign_in(
+                email, password, caller=Caller.of(client.ip, email)
+            )
         except errors.InvalidCredentials:
             metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
             await self.guard.record_failure(email, client.ip)
@@ -188,7 +192,7 @@ class AuthService:
         return session
 
     async def _open_session(self, email: str, password: str, client: Client) -> AuthSession:
-        session = await self.gateway.sign_in(email, password)
+        session = await self.gateway.sign_in(email, password, caller=Caller.of(client.ip, email))
         await self._record_session(session, client)
         return session
 
@@ -258,7 +262,8 @@ class AuthService:
                 metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
                 raise errors.InvalidRefreshToken()
         try:
-            session = await self.gateway.refresh(refresh_token)
+            # The account is not known before the answer: the token stands for it.
+            session = await self.gateway.refresh(refresh_token, caller=Caller.of(client.ip, key))
         except errors.Unauthenticated:
             metrics.AUTH_OUTCOMES.labels("refresh", "invalid").inc()
             raise

@@ -59,8 +59,17 @@ def _roles(user: dict[str, Any]) -> list[str]:
 async def list_users(request: Request) -> Response:
     page = _int_param(request, "page", 1, 1_000_000)
     per_page = _int_param(request, "per_page", 50, _MAX_PER_PAGE)
-    users = await _services(request).gateway.list_users(page, per_page)
-    return JSONResponse({"users": users, "page": page, "per_page": per_page})
+    listing = await _services(request).gateway.list_users(page, per_page)
+    # Records the SDK cannot read are left out and named, so one bad record never
+    # hides the page (or the rest of the list) from the operator.
+    return JSONResponse(
+        {
+            "users": listing.users,
+            "skipped": listing.skipped,
+            "page": page,
+            "per_page": per_page,
+        }
+    )
 
 
 async def get_user(request: Request) -> Response:
