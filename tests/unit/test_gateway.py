@@ -8,6 +8,7 @@ in front of a real localauth. Every wait is bounded: blocked handlers wait on a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -116,10 +117,8 @@ def blocking(release: threading.Event, entered: threading.Event) -> Handler:
 
 async def attempt(fn: Callable[..., Any], *args: Any) -> None:
     """Run a gateway call in a task group whatever it answers."""
-    try:
+    with contextlib.suppress(errors.AuthServiceError):
         await fn(*args)
-    except errors.AuthServiceError:
-        pass
 
 
 # -- bulkhead -------------------------------------------------------------------------
