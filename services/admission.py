@@ -3,11 +3,14 @@ is refused (see docs/deadlocks.md, "Admission").
 
 ``AdmissionController`` replaces a fixed-size bulkhead with a fixed wait by three things:
 
-* **an adaptive concurrency limit** (TCP Vegas applied to calls, as in Netflix's
-  concurrency-limits): each answered call's service time is compared with the no-load
-  service time of its operation; the estimated upstream queue ``limit * (1 - noload/rtt)``
-  grows the limit while small and shrinks it while large, a timeout or transport failure
-  cuts it by ``backoff``. The limit never exceeds ``max_concurrency`` (the thread bound);
+* **an adaptive concurrency limit** (the gradient rule of Netflix's concurrency-limits and
+  Envoy's adaptive concurrency filter): each answered call's service time, smoothed, is
+  compared with the no-load service time of its operation (the minimum of the last
+  ``noload_window`` seconds); ``gradient = clamp(tolerance * noload / rtt, 0.5, 1)`` and
+  ``limit = limit * gradient + sqrt(limit)``, smoothed. While the upstream answers about as
+  fast as unloaded, the limit grows (as far as the calls need: Little's law); once calls
+  take ``tolerance`` times longer, it shrinks. A timeout or transport failure cuts it by
+  ``backoff``. The limit never exceeds ``max_concurrency`` (the thread bound);
 * **deadline-aware queueing**: a call that finds no free slot waits while it can still
   finish within its deadline, predicted from the queue ahead of it and the observed
   throughput (Little's law: ``limit / service time``). Calls that can no longer make it are
@@ -70,12 +73,13 @@ class Shed(Exception):
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    max_concurrency: int = 64  # the thread bound: calls in flight, abandoned ones included
+    max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
     initial_limit: int = 16
     min_limit: int = 2
-    # Vegas thresholds on the estimated upstream queue (calls), scaled by log10(limit).
-    alpha: float = 3.0
-    beta: float = 6.0
+    # How much slower than unloaded a call may get before the limit shrinks (jitter on a
+    # shared machine or network stays below it; an upstream queue soon passes it).
+    tolerance: float = 2.0
+    smoothing: float = 0.2  # weight of a newly computed limit
     backoff: float = 0.9  # limit multiplier on a timeout or transport failure
     ewma_weight: float = 0.2  # weight of a new service-time sample
     noload_window: float = 30.0  # seconds a no-load (minimum) service time is remembered
@@ -108,7 +112,7 @@ class _WindowMin:
 
 @dataclass
 class _OperationStats:
-    ewma: float = 0.0
+    ewma: float = 0.0  # smoothed service time: predictions and the limit's gradient
     samples: int = 0
     noload: _WindowMin = field(default_factory=lambda: _WindowMin(30.0))
 
@@ -312,18 +316,15 @@ class AdmissionController:
         self._ewma = rtt if self._ewma == 0 else (1 - weight) * self._ewma + weight * rtt
         stats.noload.add(rtt, now)
         noload = stats.noload.value()
-        if rtt <= 0 or math.isinf(noload):
+        if stats.ewma <= 0 or math.isinf(noload):
             return
-        # Vegas: the calls queued inside the upstream, estimated from the stretch of the
-        # service time over its no-load value.
         limit = self._limit
-        queue = limit * (1 - noload / rtt)
-        scale = max(1.0, math.log10(limit))
-        if queue < self.config.alpha * scale:
-            if self.in_flight * 2 >= limit:  # grow only when the limit is what binds
-                limit += scale
-        elif queue > self.config.beta * scale:
-            limit -= scale
+        gradient = min(1.0, max(0.5, self.config.tolerance * noload / stats.ewma))
+        target = limit * gradient + math.sqrt(limit)
+        if self.in_flight * 2 < limit:
+            target = min(target, limit)  # grow only when the limit is what binds
+        smoothing = self.config.smoothing
+        limit = (1 - smoothing) * limit + smoothing * target
         self._limit = min(float(self.config.max_concurrency), max(self.config.min_limit, limit))
 
     def _dispatch(self) -> None:

@@ -89,7 +89,7 @@ class GatewayConfig:
     anon_key: str
     service_role_key: str
     # The thread bound (and HTTP connections): calls in flight, abandoned ones included.
-    pool_size: int = 64
+    pool_size: int = 128
     # The whole budget of a call, queueing included.
     deadline: float = 5.0
     connect_timeout: float = 1.5
