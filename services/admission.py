@@ -75,7 +75,7 @@ class Shed(Exception):
 class AdmissionConfig:
     max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
     initial_limit: int = 16
-    min_limit: int = 2
+    min_limit: int = 4
     # How much slower than unloaded a call may get before the limit shrinks (jitter on a
     # shared machine or network stays below it; an upstream queue soon passes it).
     tolerance: float = 2.0
@@ -88,6 +88,8 @@ class AdmissionConfig:
     tick: float = 0.05  # how often a non-empty queue is re-checked against deadlines
     codel_target: float = 0.05  # a queueing time every call of an interval exceeds...
     codel_interval: float = 0.5  # ...for this long means a standing queue: serve LIFO
+    shed_margin: float = 0.1  # how far past its deadline a call must be predicted to end
+    gap_samples: int = 64  # intervals between answers under load behind the throughput
 
 
 class _WindowMin:
@@ -162,6 +164,10 @@ class AdmissionController:
         self._ops: dict[str, _OperationStats] = {}
         self._ewma = 0.0  # service time over every operation: the throughput estimate
         self._progress_at = clock()  # last answered call, or the last start from idle
+        # Intervals between answered calls while calls waited (the upstream's throughput
+        # when it is what binds), and when the last such answer came.
+        self._gaps: collections.deque[float] = collections.deque(maxlen=config.gap_samples)
+        self._last_answer_under_load: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._interval_started = clock()
         self._interval_min = math.inf
@@ -203,7 +209,7 @@ class AdmissionController:
             raise self._shed("queue_full", priority, f"{self.queued} calls already wait")
         ahead = self._ahead_of_new(priority)
         predicted = self._predicted_finish(operation, ahead, now)
-        if predicted > deadline:
+        if self._hopeless(predicted, deadline, now):
             raise self._shed(
                 "deadline",
                 priority,
@@ -291,11 +297,25 @@ class AdmissionController:
         value = stats.noload.value()
         return 0.0 if math.isinf(value) else value
 
+    def _gap(self) -> float:
+        """Seconds between two calls coming back while calls wait: observed (the mean of
+        the last intervals between answers under load, which holds whatever the limit and
+        however the answers clump), or modelled from service time over the limit (Little's
+        law) until there is such an observation."""
+        if self._gaps:
+            return sum(self._gaps) / len(self._gaps)
+        return self.service_estimate() / max(1, self.limit)
+
+    def _hopeless(self, predicted: float, deadline: float, now: float) -> bool:
+        """The prediction is a mean: a call is refused only when it overshoots the time
+        left by more than ``shed_margin`` of it (a refusal is final; a wait that turns out
+        too long still ends at the deadline)."""
+        return predicted - now > (deadline - now) * (1 + self.config.shed_margin)
+
     def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
         """When a call with ``ahead`` calls before it would be over: it starts after
         ``ahead + 1`` calls complete, at the current throughput, then takes its own time."""
-        per_call = self.service_estimate() / max(1, self.limit)
-        return now + (ahead + 1) * per_call + self.service_estimate(operation)
+        return now + (ahead + 1) * self._gap() + self.service_estimate(operation)
 
     def _grant(self, operation: str, priority: Priority, now: float, since: float) -> Ticket:
         if self.in_flight == 0:
@@ -305,6 +325,12 @@ class AdmissionController:
 
     def _learn(self, operation: str, rtt: float, now: float) -> None:
         self._progress_at = now
+        if self.queued:
+            if self._last_answer_under_load is not None:
+                self._gaps.append(now - self._last_answer_under_load)
+            self._last_answer_under_load = now
+        else:
+            self._last_answer_under_load = None
         stats = self._ops.get(operation)
         if stats is None:
             stats = self._ops[operation] = _OperationStats(
@@ -370,7 +396,8 @@ class AdmissionController:
             order = reversed(queue) if priority is Priority.NORMAL and self.lifo else queue
             doomed: list[_Waiter] = []
             for waiter in order:
-                if self._predicted_finish(waiter.operation, ahead, now) > waiter.deadline:
+                predicted = self._predicted_finish(waiter.operation, ahead, now)
+                if self._hopeless(predicted, waiter.deadline, now):
                     doomed.append(waiter)
                 else:
                     ahead += 1
