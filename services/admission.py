@@ -6,7 +6,8 @@ is refused (see docs/deadlocks.md, "Admission").
 * **an adaptive concurrency limit** (the gradient rule of Netflix's concurrency-limits and
   Envoy's adaptive concurrency filter): each answered call's service time, smoothed, is
   compared with the no-load service time of its operation (the minimum of the last
-  ``noload_window`` seconds); ``gradient = clamp(tolerance * noload / rtt, 0.5, 1)`` and
+  ``noload_window`` seconds); ``gradient = clamp((tolerance * noload + slack) / rtt, 0.5,
+  1)`` and
   ``limit = limit * gradient + sqrt(limit)``, smoothed. While the upstream answers about as
   fast as unloaded, the limit grows (as far as the calls need: Little's law); once calls
   take ``tolerance`` times longer, it shrinks. A timeout or transport failure cuts it by
@@ -75,10 +76,13 @@ class Shed(Exception):
 class AdmissionConfig:
     max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
     initial_limit: int = 16
-    min_limit: int = 4
+    min_limit: int = 8
     # How much slower than unloaded a call may get before the limit shrinks (jitter on a
     # shared machine or network stays below it; an upstream queue soon passes it).
     tolerance: float = 2.0
+    # ...plus this much in absolute terms: a few milliseconds more on a fast upstream (a
+    # busy machine, the GIL) is not congestion worth throttling for.
+    latency_slack: float = 0.05
     smoothing: float = 0.2  # weight of a newly computed limit
     backoff: float = 0.9  # limit multiplier on a timeout or transport failure
     ewma_weight: float = 0.2  # weight of a new service-time sample
@@ -345,7 +349,8 @@ class AdmissionController:
         if stats.ewma <= 0 or math.isinf(noload):
             return
         limit = self._limit
-        gradient = min(1.0, max(0.5, self.config.tolerance * noload / stats.ewma))
+        allowed = self.config.tolerance * noload + self.config.latency_slack
+        gradient = min(1.0, max(0.5, allowed / stats.ewma))
         target = limit * gradient + math.sqrt(limit)
         if self.in_flight * 2 < limit:
             target = min(target, limit)  # grow only when the limit is what binds
