@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float | None = Field(default=None, gt=0)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
     upstream_initial_limit: int = Field(default=16, ge=1)
-    upstream_min_limit: int = Field(default=8, ge=1)
+    upstream_min_limit: int = Field(default=16, ge=1)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=10.0, gt=0)
     breaker_min_callers: int = Field(default=3, ge=1)

@@ -76,7 +76,7 @@ class Shed(Exception):
 class AdmissionConfig:
     max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
     initial_limit: int = 16
-    min_limit: int = 8
+    min_limit: int = 16
     # How much slower than unloaded a call may get before the limit shrinks (jitter on a
     # shared machine or network stays below it; an upstream queue soon passes it).
     tolerance: float = 2.0

@@ -102,7 +102,7 @@ class GatewayConfig:
     # and accounts (services.breaker).
     breaker_min_callers: int = 3
     initial_limit: int = 16
-    min_limit: int = 8
+    min_limit: int = 16
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,8 @@ async def test_client_disconnects_free_their_slots(
     print(f"disconnects: {storm.summary()}")
     assert storm.max_threads <= storm.baseline_threads + limits.pool_size + limits.thread_slack
     proxy.set_mode(Mode.PASS)
-    # Wait (bounded) for the breaker the hang opened, then a full L at once must succeed.
+    # Wait (bounded) for the first success (the hang's calls drain; every client here is
+    # one address, so the breaker stays closed), then a full L at once must succeed.
     await wait_for_first_success(
         fault_app.url, users[0], within=limits.breaker_open + limits.deadline + 2
     )
