@@ -60,6 +60,7 @@ class Burst:
     slowest: float
     statuses: Counter[int]
     upstream_cpu: float = 0.0  # CPU seconds localauth spent on the burst
+    app_cpu: float = 0.0  # CPU seconds the app spent on it
 
 
 def cpu_seconds(pid: int) -> float:
@@ -137,7 +138,7 @@ async def clients(count: int, side: Side) -> list[httpx.AsyncClient]:
     return made
 
 
-async def burst(side: Side, emails: list[str], upstream_pid: int) -> Burst:
+async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) -> Burst:
     pool = await clients(len(emails), side)
     gate = asyncio.Event()
     results: list[tuple[int, float]] = []
@@ -156,15 +157,15 @@ async def burst(side: Side, emails: list[str], upstream_pid: int) -> Burst:
 
     tasks = [asyncio.create_task(one(c, e)) for c, e in zip(pool, emails, strict=True)]
     await asyncio.sleep(0.05)
-    cpu = cpu_seconds(upstream_pid)
+    cpu, app_cpu = cpu_seconds(upstream_pid), cpu_seconds(app_pid)
     gate.set()
     await asyncio.gather(*tasks)
-    cpu = cpu_seconds(upstream_pid) - cpu
+    cpu, app_cpu = cpu_seconds(upstream_pid) - cpu, cpu_seconds(app_pid) - app_cpu
     for client in pool:
         await client.aclose()
     in_time = [elapsed for status, elapsed in results if status == 200 and elapsed <= DEADLINE]
     statuses = Counter(s for s, _ in results)
-    return Burst(len(in_time), max(in_time, default=0.0), statuses, cpu)
+    return Burst(len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu)
 
 
 async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[float, Counter[int]]:
@@ -201,7 +202,12 @@ async def admission_metrics(side: Side) -> str:
 
 
 async def run_bursts(
-    direct: Side, app: Side, emails: list[str], sizes: list[int], rounds: int, upstream_pid: int
+    direct: Side,
+    app: Side,
+    emails: list[str],
+    sizes: list[int],
+    rounds: int,
+    pids: tuple[int, int],
 ) -> bool:
     ok = True
     print(f"bursts: deadline {DEADLINE:.0f} s, localauth bcrypt cost 10, app on its defaults")
@@ -215,7 +221,7 @@ async def run_bursts(
             first, second = (direct, app) if round_ % 2 else (app, direct)
             measured = {}
             for side in (first, second):
-                measured[side.name] = await burst(side, emails[:size], upstream_pid)
+                measured[side.name] = await burst(side, emails[:size], *pids)
                 await asyncio.sleep(2.0)  # let both processes settle between bursts
             up, ours = measured["upstream"], measured["app"]
             ratio = ours.served / up.served if up.served else float("inf")
@@ -224,7 +230,8 @@ async def run_bursts(
             print(
                 f"{size:4d}  {round_:5d}  {up.served:8d} / {up.slowest:5.2f}s "
                 f"({up.upstream_cpu:5.2f})"
-                f"        {ours.served:6d} / {ours.slowest:5.2f}s ({ours.upstream_cpu:5.2f})"
+                f"        {ours.served:6d} / {ours.slowest:5.2f}s ({ours.upstream_cpu:5.2f}"
+                f" + app {ours.app_cpu:4.2f})"
                 f"   {dict(ours.statuses)!s:14}  {ratio:5.2f}  {extra:+6.1f}%"
             )
     return ok
@@ -270,8 +277,8 @@ def main() -> None:
                 upstream = supabase["SUPABASE_URL"]
                 app = start_app(stack, supabase, redis_url, upstream)
                 direct, through = sides(supabase, upstream, app)
-                pid = child_pid(stack, "localauth")
-                ok = asyncio.run(run_bursts(direct, through, emails, sizes, args.rounds, pid))
+                pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
+                ok = asyncio.run(run_bursts(direct, through, emails, sizes, args.rounds, pids))
             finally:
                 stack.stop()
         if args.skip != "latency":

@@ -308,7 +308,9 @@ class AdmissionController:
         law) until there is such an observation."""
         if self._gaps:
             return sum(self._gaps) / len(self._gaps)
-        return self.service_estimate() / max(1, self.limit)
+        # No silence here: before any answer the queue is judged by its head alone (a
+        # burst's first answers may all come at once, after a while).
+        return self._ewma / max(1, self.limit)
 
     def _hopeless(self, predicted: float, deadline: float, now: float) -> bool:
         """The prediction is a mean: a call is refused only when it overshoots the time
