@@ -92,8 +92,11 @@ class AdmissionConfig:
     tick: float = 0.05  # how often a non-empty queue is re-checked against deadlines
     codel_target: float = 0.05  # a queueing time every call of an interval exceeds...
     codel_interval: float = 0.5  # ...for this long means a standing queue: serve LIFO
-    shed_margin: float = 0.1  # how far past its deadline a call must be predicted to end
-    gap_samples: int = 64  # intervals between answers under load behind the throughput
+    # How far past its deadline a queued call must be predicted to end to be refused: on
+    # arrival (the estimate may be from an earlier burst), and on a re-check (fresh).
+    arrival_margin: float = 0.5
+    shed_margin: float = 0.1
+    gap_samples: int = 32  # intervals between answers under load behind the throughput
 
 
 class _WindowMin:
@@ -213,7 +216,7 @@ class AdmissionController:
             raise self._shed("queue_full", priority, f"{self.queued} calls already wait")
         ahead = self._ahead_of_new(priority)
         predicted = self._predicted_finish(operation, ahead, now)
-        if self._hopeless(predicted, deadline, now):
+        if self._hopeless(predicted, deadline, now, self.config.arrival_margin):
             raise self._shed(
                 "deadline",
                 priority,
@@ -312,11 +315,12 @@ class AdmissionController:
         # burst's first answers may all come at once, after a while).
         return self._ewma / max(1, self.limit)
 
-    def _hopeless(self, predicted: float, deadline: float, now: float) -> bool:
+    @staticmethod
+    def _hopeless(predicted: float, deadline: float, now: float, margin: float) -> bool:
         """The prediction is a mean: a call is refused only when it overshoots the time
-        left by more than ``shed_margin`` of it (a refusal is final; a wait that turns out
-        too long still ends at the deadline)."""
-        return predicted - now > (deadline - now) * (1 + self.config.shed_margin)
+        left by more than ``margin`` of it (a refusal is final; a wait that turns out too
+        long still ends at the deadline)."""
+        return predicted - now > (deadline - now) * (1 + margin)
 
     def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
         """When a call with ``ahead`` calls before it would be over: it starts after
@@ -404,7 +408,7 @@ class AdmissionController:
             doomed: list[_Waiter] = []
             for waiter in order:
                 predicted = self._predicted_finish(waiter.operation, ahead, now)
-                if self._hopeless(predicted, waiter.deadline, now):
+                if self._hopeless(predicted, waiter.deadline, now, self.config.shed_margin):
                     doomed.append(waiter)
                 else:
                     ahead += 1

@@ -233,12 +233,13 @@ async def test_silent_upstream_sheds_queued_calls_within_half_the_deadline() -> 
             assert 0.5 < took < 1.0 + 0.3, took
             assert caught.value.code == "upstream_busy"
             # Once the silence is longer than a whole deadline (and the margin), arrivals
-            # are refused at once: their own call would take at least that long.
+            # are refused by the next re-check of the queue (50 ms): their own call would
+            # take at least that long.
             await anyio.sleep(max(0.0, 2.35 - (time.monotonic() - started)))
             started = time.monotonic()
             with pytest.raises(errors.PoolExhausted):
                 await gateway.get_user(USER_ID)
-            assert time.monotonic() - started < 0.05
+            assert time.monotonic() - started < 0.2
             assert len(upstream.calls) == 1
             assert gateway.admission.shed_counts["deadline"] == 2
             release.set()
