@@ -8,6 +8,7 @@ SDK cannot read (written to localauth directly) degrades only itself.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -59,18 +60,35 @@ async def from_address(app: Starlette) -> AsyncIterator[Clients]:
         yield client
 
 
+@pytest.fixture
+async def poisoned(localauth: LocalAuth) -> AsyncIterator[set[str]]:
+    """E-mails of the unreadable users a test stores; deleted afterwards, so the shared
+    localauth never poisons another suite (which is the very point of these tests)."""
+    emails: set[str] = set()
+    yield emails
+    key = localauth.service_role_key
+    headers = {"apikey": key, "Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=localauth.url, headers=headers) as upstream:
+        listing = await upstream.get("/auth/v1/admin/users", params={"per_page": 10_000})
+        for user in json.loads(listing.content)["users"]:
+            if user.get("email") in emails:
+                await upstream.delete(f"/auth/v1/admin/users/{user['id']}")
+
+
 def breaker_state(app: Starlette) -> BreakerState:
     state: BreakerState = app.state.services.gateway.breaker.state
     return state
 
 
-async def register_raw(client: httpx.AsyncClient, data: str) -> httpx.Response:
-    body = f'{{"email": "{new_email()}", "password": "{TEST_PASSWORD}", "data": {data}}}'
+async def register_raw(client: httpx.AsyncClient, data: str, emails: set[str]) -> httpx.Response:
+    email = new_email()
+    emails.add(email)
+    body = f'{{"email": "{email}", "password": "{TEST_PASSWORD}", "data": {data}}}'
     return await client.post(REGISTER, content=body, headers={"Content-Type": "application/json"})
 
 
 async def test_hostile_registrations_from_a_few_addresses_never_open_the_breaker(
-    app: Starlette, from_address: Clients, localauth: LocalAuth
+    app: Starlette, from_address: Clients, localauth: LocalAuth, poisoned: set[str]
 ) -> None:
     """NaN / Infinity in ``data`` (Python's json accepts them, the SDK cannot send them)
     and metadata nested deeper than the SDK can read, many times from two addresses: each
@@ -81,7 +99,7 @@ async def test_hostile_registrations_from_a_few_addresses_never_open_the_breaker
     for round_ in range(4 * threshold):
         client = from_address(ATTACKERS[round_ % len(ATTACKERS)])
         for data in ('{"n": NaN}', '{"n": -Infinity}', nested(DEPTH)):
-            response = await register_raw(client, data)
+            response = await register_raw(client, data, poisoned)
             answers.append((response.status_code, response.json()["code"]))
     codes = {code for _, code in answers}
     assert all(status < 500 or status == 502 for status, _ in answers), answers
@@ -93,7 +111,7 @@ async def test_hostile_registrations_from_a_few_addresses_never_open_the_breaker
 
 
 async def test_an_unreadable_stored_record_degrades_only_itself(
-    app: Starlette, from_address: Clients, localauth: LocalAuth
+    app: Starlette, from_address: Clients, localauth: LocalAuth, poisoned: set[str]
 ) -> None:
     """A user whose metadata is nested too deep for the SDK, created in localauth directly:
     the admin list answers the rest and names the skipped id, again and again without
@@ -103,6 +121,7 @@ async def test_an_unreadable_stored_record_degrades_only_itself(
     admin = await admin_token(localauth, admin_client)
     key = localauth.service_role_key
     poisoned_email = new_email()
+    poisoned.add(poisoned_email)
     async with httpx.AsyncClient(base_url=localauth.url) as upstream:
         created = await upstream.post(
             "/auth/v1/admin/users",
