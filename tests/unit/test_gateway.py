@@ -738,3 +738,28 @@ async def test_a_slow_answer_inside_the_deadline_is_served(
         assert time.monotonic() - started > 0.4
     finally:
         gateway.close()
+
+
+async def test_idle_worker_threads_are_released_after_a_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a burst and then silence, the worker threads end: anyio prunes idle ones
+    only when another call comes, so the gateway makes that call itself (idle time and
+    delay shortened here from 10 s and 11 s)."""
+    from anyio._backends._asyncio import WorkerThread
+
+    from services.threads import IdleThreadReaper
+
+    monkeypatch.setattr(WorkerThread, "MAX_IDLE_TIME", 0.2)
+    monkeypatch.setattr(IdleThreadReaper, "DELAY", 0.4)
+    upstream = Upstream(slow_user(0.1))
+    gateway = mock_gateway(upstream, pool_size=8, min_limit=8, initial_limit=8)
+    try:
+        before = threading.active_count()
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(gateway.get_user, USER_ID)
+        assert threading.active_count() >= before + 4
+        assert await eventually(lambda: threading.active_count() <= before + 1, within=5.0)
+    finally:
+        gateway.close()
