@@ -193,15 +193,24 @@ def _check_breaker(services: Services) -> Check:
 
 
 def _check_pool(services: Services) -> Check:
-    limiter = services.gateway.limiter
-    in_use = int(limiter.borrowed_tokens)
-    size = int(limiter.total_tokens)
-    waiting = limiter.statistics().tasks_waiting
+    admission = services.gateway.admission
+    in_use = admission.in_flight
+    size = admission.config.max_concurrency
+    waiting = admission.queued
+    # Only a thread bound that is reached with calls waiting is this instance's problem; a
+    # queue behind the adaptive limit is a busy upstream (shared by every instance).
     saturated = in_use >= size and waiting > 0
     return Check(
         ok=not saturated,
         state="saturated" if saturated else "ok",
-        extra={"in_use": in_use, "size": size, "waiting": waiting},
+        extra={
+            "in_use": in_use,
+            "size": size,
+            "waiting": waiting,
+            "limit": admission.limit,
+            "service_ms": round(admission.service_estimate() * 1000, 1),
+            "shed": dict(admission.shed_counts),
+        },
     )
 
 
@@ -270,9 +279,14 @@ def refresh_gauges(services: Services) -> None:
     """Gauges read at scrape time, so a time-based breaker change is never stale."""
     gateway = services.gateway
     metrics.BREAKER_STATE.set(int(gateway.breaker.state))
-    metrics.POOL_SIZE.set(gateway.limiter.total_tokens)
-    metrics.POOL_IN_USE.set(gateway.limiter.borrowed_tokens)
-    metrics.POOL_WAITING.set(gateway.limiter.statistics().tasks_waiting)
+    admission = gateway.admission
+    metrics.POOL_SIZE.set(admission.config.max_concurrency)
+    metrics.POOL_IN_USE.set(admission.in_flight)
+    metrics.POOL_WAITING.set(admission.queued)
+    metrics.ADMISSION_LIMIT.set(admission.limit)
+    metrics.ADMISSION_SERVICE_TIME.set(admission.service_estimate())
+    for priority, waiting in admission.queued_by_priority().items():
+        metrics.ADMISSION_QUEUE.labels(priority).set(waiting)
 
 
 async def metrics_endpoint(request: Request) -> Response:

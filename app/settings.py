@@ -204,15 +204,22 @@ class Settings(BaseSettings):
     cors_origins: CsvList = Field(default_factory=list)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
 
-    # Supabase gateway: the bulkhead, deadlines, retries and breaker.
-    upstream_pool_size: int = Field(default=16, ge=1, le=256)
-    upstream_pool_wait_seconds: float = Field(default=0.5, ge=0)
+    # Supabase gateway: admission (docs/deadlocks.md), deadlines, retries and breaker.
+    # The thread bound: most Supabase calls in flight (the adaptive limit stays below it).
+    upstream_pool_size: int = Field(default=128, ge=1, le=512)
+    # No longer used: admission queues a call while it can still finish in its deadline.
+    upstream_pool_wait_seconds: float = Field(default=0.0, ge=0)
+    # The whole budget of a Supabase call, queueing included.
     upstream_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_connect_timeout_seconds: float = Field(default=1.5, gt=0)
-    upstream_read_timeout_seconds: float = Field(default=4.0, gt=0)
+    # Unset: every socket read may take the time left of the deadline.
+    upstream_read_timeout_seconds: float | None = Field(default=None, gt=0)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
+    upstream_initial_limit: int = Field(default=16, ge=1)
+    upstream_min_limit: int = Field(default=16, ge=1)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_open_seconds: float = Field(default=10.0, gt=0)
+    breaker_min_callers: int = Field(default=3, ge=1)
 
     # Sessions and refresh.
     session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
@@ -298,7 +305,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "UPSTREAM_CONNECT_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
             )
-        if self.upstream_read_timeout_seconds >= self.upstream_deadline_seconds:
+        read_timeout = self.upstream_read_timeout_seconds
+        if read_timeout is not None and read_timeout >= self.upstream_deadline_seconds:
             raise ValueError(
                 "UPSTREAM_READ_TIMEOUT_SECONDS must be below UPSTREAM_DEADLINE_SECONDS"
             )
@@ -342,8 +350,8 @@ class Settings(BaseSettings):
 
     @property
     def worst_case_request_seconds(self) -> float:
-        """The longest any request may take: pool wait plus the upstream deadline."""
-        return self.upstream_pool_wait_seconds + self.upstream_deadline_seconds
+        """The longest any request may take: the upstream deadline covers queueing too."""
+        return self.upstream_deadline_seconds
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

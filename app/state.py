@@ -81,13 +81,15 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
             anon_key=settings.public_api_key.value,
             service_role_key=settings.server_api_key.value,
             pool_size=settings.upstream_pool_size,
-            pool_wait=settings.upstream_pool_wait_seconds,
             deadline=settings.upstream_deadline_seconds,
             connect_timeout=settings.upstream_connect_timeout_seconds,
             read_timeout=settings.upstream_read_timeout_seconds,
             max_attempts=settings.upstream_max_attempts,
             breaker_failure_threshold=settings.breaker_failure_threshold,
             breaker_open_seconds=settings.breaker_open_seconds,
+            breaker_min_callers=settings.breaker_min_callers,
+            initial_limit=settings.upstream_initial_limit,
+            min_limit=settings.upstream_min_limit,
         )
     )
 
@@ -117,7 +119,7 @@ async def open_services(
     stack.push_async_callback(redis.aclose)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(
-            settings.upstream_read_timeout_seconds,
+            settings.upstream_read_timeout_seconds or settings.upstream_deadline_seconds,
             connect=settings.upstream_connect_timeout_seconds,
         ),
         limits=httpx.Limits(max_connections=4),

@@ -15,6 +15,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from services import audit, errors, metrics
+from services.breaker import Caller
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
 from services.redis_client import RedisClient
@@ -116,7 +117,7 @@ class AuthService:
         self.login_floor = LatencyFloor(initial=failure_floor_seconds)
         self.register_floor = LatencyFloor(initial=failure_floor_seconds)
         # How long a concurrent duplicate waits for the first request's answer.
-        self._wait_budget = gateway.config.pool_wait + gateway.config.deadline + 1.0
+        self._wait_budget = gateway.config.deadline + 1.0
 
     # -- register --------------------------------------------------------------------
 
@@ -142,7 +143,8 @@ class AuthService:
                         "password": password,
                         "email_confirm": self.email_confirm,
                         "user_metadata": data,
-                    }
+                    },
+                    caller=Caller.of(client.ip, email),
                 )
             except errors.EmailExists:
                 if not self.conceal_existing:
@@ -203,7 +205,9 @@ class AuthService:
             raise
         started = time.monotonic()
         try:
-            session = await self.gateway.sign_in(email, password)
+            session = await self.gateway.sign_in(
+                email, password, caller=Caller.of(client.ip, email)
+            )
         except (errors.InvalidCredentials, errors.UserBanned) as exc:
             # Supabase Auth reports a ban before it checks the password, so "banned" would
             # tell anyone that the address has an account; it stays "invalid credentials".
@@ -238,7 +242,7 @@ class AuthService:
         return session
 
     async def _open_session(self, email: str, password: str, client: Client) -> AuthSession:
-        session = await self.gateway.sign_in(email, password)
+        session = await self.gateway.sign_in(email, password, caller=Caller.of(client.ip, email))
         await self._record_session(session, client)
         return session
 
@@ -309,7 +313,8 @@ class AuthService:
             metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
             raise errors.InvalidRefreshToken()
         try:
-            session = await self.gateway.refresh(refresh_token)
+            # The account is not known before the answer: the token stands for it.
+            session = await self.gateway.refresh(refresh_token, caller=Caller.of(client.ip, key))
         except errors.Unauthenticated:
             metrics.AUTH_OUTCOMES.labels("refresh", "invalid").inc()
             raise

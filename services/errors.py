@@ -20,6 +20,7 @@ single handler, so no code path can end in a bare 500.
     ├── TooManyRequests (429)          RateLimited, LockedOut, UpstreamRateLimited
     ├── ServiceUnavailable (503)       UpstreamUnavailable, CircuitOpen, PoolExhausted,
     │                                  RedisUnavailable, UpstreamMisconfigured
+    ├── UpstreamBadRecord (502)        a stored record the SDK cannot read
     └── DeadlineExceeded (504)
 """
 
@@ -247,6 +248,14 @@ class CircuitOpen(ServiceUnavailable):
 class PoolExhausted(ServiceUnavailable):
     code = "upstream_busy"
     default_detail = "The service is at capacity; try again shortly."
+
+
+class UpstreamBadRecord(AuthServiceError):
+    status, code, title = 502, "upstream_bad_record", "Unreadable upstream record"
+    default_detail = (
+        "The authentication provider holds a record for this request that cannot be read; "
+        "an operator must repair it."
+    )
 
 
 class RedisUnavailable(ServiceUnavailable):

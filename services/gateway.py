@@ -4,18 +4,21 @@ The SDK is blocking, so every call runs on a worker thread. Each call goes throu
 ``SupabaseGateway._call``, which:
 
 1. asks the circuit breaker (a dead upstream costs microseconds, not a thread);
-2. takes a slot of a dedicated ``anyio.CapacityLimiter`` (the bulkhead), waiting at most
-   ``pool_wait`` before answering 503, so a slow upstream can never queue work without bound;
-3. runs the call with ``anyio.to_thread.run_sync`` under an await-level deadline (504);
-4. inside the thread, the injected ``httpx.Client`` (HTTP/1.1, pool sized to the bulkhead)
-   runs over ``DeadlineBackend``, which cuts every socket connect, read and write to the
-   time left, so even a response that trickles in byte by byte ends with the deadline and
-   the thread ends on its own;
-5. retries transport failures and 502/503/504 with jittered backoff, only within the
-   deadline, and only where a repeat is harmless;
-6. maps SDK exceptions to ``services.errors`` exactly once.
+2. asks admission (``services.admission``) for a slot: at once while the adaptive limit has
+   room, queued while the call can still finish within its deadline, refused (503
+   ``upstream_busy``) as soon as it cannot; the breaker is asked again once admitted;
+3. runs the call with ``anyio.to_thread.run_sync`` under an await-level deadline (504); the
+   deadline covers the queueing too, so no answer comes later than ``deadline``;
+4. inside the thread, the injected ``httpx.Client`` (HTTP/1.1, pool sized to the thread
+   bound) runs over ``DeadlineBackend``, which cuts every socket connect, read and write to
+   the time left, so even a response that trickles in byte by byte ends with the deadline
+   and the thread ends on its own;
+5. retries only within the deadline and only where a repeat is harmless: connect failures
+   (nothing was sent) always, 502/503/504 and transport errors only for idempotent calls;
+6. maps SDK exceptions to ``services.errors`` exactly once, and tells the breaker only what
+   is evidence about the upstream (``services.breaker``, "what counts").
 
-The bulkhead slot is held until the thread really ends, not until the awaiting task gives
+The admission slot is held until the thread really ends, not until the awaiting task gives
 up: a cancelled await does not stop a running thread, and releasing the slot early would let
 abandoned threads pile up. User calls never share SDK session state: each builds a
 throwaway ``SyncGoTrueClient`` (``persist_session=False``, ``auto_refresh_token=False``) over
@@ -25,13 +28,9 @@ the shared pool; admin calls use one separate service-role client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import enum
-import ssl
-import threading
+import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,6 +39,7 @@ import anyio.to_thread
 import httpcore
 import httpx
 import structlog
+from pydantic import ValidationError
 from supabase_auth import SyncGoTrueAdminAPI, SyncGoTrueClient
 from supabase_auth.errors import (
     AuthApiError,
@@ -59,21 +59,29 @@ from tenacity import (
 )
 
 from services import apikeys, errors, keyrefusals, metrics
-from services.breaker import BreakerState, CircuitBreaker
+from services.admission import (
+    AdmissionConfig,
+    AdmissionController,
+    Outcome,
+    Priority,
+    Shed,
+)
+from services.breaker import UNKNOWN_CALLER, BreakerState, Caller, CircuitBreaker
+from services.threads import IdleThreadReaper, ThreadSlot
+from services.upstream_http import (
+    DEADLINE,
+    TRACE,
+    DeadlineBackend,
+    Trace,
+    UpstreamDeadline,
+    install_trace_hooks,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger("services.gateway")
 
-# The absolute (monotonic) time by which the current upstream call must be over. Set on the
-# loop before the thread hop; anyio copies the context into the worker thread.
-_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("upstream_deadline")
-
 _RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-class UpstreamDeadline(httpx.TimeoutException):
-    """The call's whole deadline passed while talking to the upstream."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +89,21 @@ class GatewayConfig:
     url: str
     anon_key: str
     service_role_key: str
-    pool_size: int = 16
-    pool_wait: float = 0.5
+    # The thread bound (and HTTP connections): calls in flight, abandoned ones included.
+    pool_size: int = 128
+    # The whole budget of a call, queueing included.
     deadline: float = 5.0
     connect_timeout: float = 1.5
-    read_timeout: float = 4.0
+    # None: every read may take the time left of the deadline (never less).
+    read_timeout: float | None = None
     max_attempts: int = 3
     breaker_failure_threshold: int = 5
     breaker_open_seconds: float = 10.0
+    # Caller-dependent failures open the breaker only from this many distinct addresses
+    # and accounts (services.breaker).
+    breaker_min_callers: int = 3
+    initial_limit: int = 16
+    min_limit: int = 16
 
 
 @dataclass(frozen=True)
@@ -127,82 +142,8 @@ def user_dict(user: User) -> dict[str, Any]:
     return user.model_dump(mode="json", exclude_none=True)
 
 
-def _time_left(timeout: float | None) -> float:
-    """``timeout`` cut to what is left of the current call's deadline."""
-    deadline = _deadline.get(None)
-    if deadline is None:
-        return timeout if timeout is not None else float("inf")
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise UpstreamDeadline("the upstream call ran out of time")
-    return remaining if timeout is None else min(timeout, remaining)
-
-
-class _DeadlineSocket(httpcore.NetworkStream):
-    """Every read, write and TLS handshake gets at most the time left, so a peer that
-    trickles bytes (headers or body) cannot keep the thread past the deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _time_left(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _time_left(timeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineSocket(
-            self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout))
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's blocking socket backend, bound by the current call's deadline."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            host, port, _time_left(timeout), local_address, socket_options
-        )
-        return _DeadlineSocket(stream)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineSocket(
-            self._inner.connect_unix_socket(path, _time_left(timeout), socket_options)
-        )
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
 def build_http_client(config: GatewayConfig) -> httpx.Client:
-    """The SDK's HTTP client: HTTP/1.1, a pool the size of the bulkhead, deadline-bound."""
+    """The SDK's HTTP client: HTTP/1.1, a pool the size of the thread bound, deadline-bound."""
     limits = httpx.Limits(
         max_connections=config.pool_size,
         max_keepalive_connections=config.pool_size,
@@ -222,56 +163,25 @@ def build_http_client(config: GatewayConfig) -> httpx.Client:
     )
     return httpx.Client(
         transport=transport,
+        # Reads and writes get the time left of the deadline (``_time_left``), never less;
+        # the pool never waits (a connection per slot), its bound is a safety net.
         timeout=httpx.Timeout(
             connect=config.connect_timeout,
             read=config.read_timeout,
             write=config.read_timeout,
-            pool=config.pool_wait + config.connect_timeout,
+            pool=config.connect_timeout,
         ),
         follow_redirects=False,
     )
 
 
-class _SlotState(enum.Enum):
-    PENDING = enum.auto()
-    RUNNING = enum.auto()
-    ABANDONED = enum.auto()
+@dataclass(frozen=True)
+class UserPage:
+    """One page of the admin user list: the users the SDK can read, and the ids of the
+    records it cannot (each skipped record degrades only itself)."""
 
-
-class _Slot:
-    """One bulkhead slot, released exactly once: when its thread ends, or at once if the
-    thread never started. anyio skips a queued call whose await was cancelled, so the
-    thread's own ``finally`` alone could leak the slot."""
-
-    __slots__ = ("_limiter", "_lock", "_loop", "_state")
-
-    def __init__(self, limiter: anyio.CapacityLimiter, loop: asyncio.AbstractEventLoop) -> None:
-        self._limiter = limiter
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._state = _SlotState.PENDING
-
-    def start(self) -> bool:
-        """Called first thing in the worker thread; False if the caller already gave up."""
-        with self._lock:
-            if self._state is _SlotState.ABANDONED:
-                return False
-            self._state = _SlotState.RUNNING
-            return True
-
-    def finish(self) -> None:
-        """Called last thing in the worker thread."""
-        # A closed loop (shutdown) has nothing left to release to.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._limiter.release_on_behalf_of, self)
-
-    def abandon(self) -> None:
-        """Called on the loop when the await ends without a result."""
-        with self._lock:
-            if self._state is not _SlotState.PENDING:
-                return
-            self._state = _SlotState.ABANDONED
-        self._limiter.release_on_behalf_of(self)
+    users: list[dict[str, Any]]
+    skipped: list[str]
 
 
 class SupabaseGateway:
@@ -280,13 +190,23 @@ class SupabaseGateway:
     def __init__(self, config: GatewayConfig, http_client: httpx.Client | None = None) -> None:
         self.config = config
         self.http_client = http_client or build_http_client(config)
-        self.limiter = anyio.CapacityLimiter(config.pool_size)
-        # anyio's own thread limiter; our bulkhead already bounds the threads, this keeps
+        install_trace_hooks(self.http_client)
+        self.admission = AdmissionController(
+            AdmissionConfig(
+                max_concurrency=config.pool_size,
+                initial_limit=config.initial_limit,
+                min_limit=min(config.min_limit, config.pool_size),
+            ),
+            on_shed=_count_shed,
+        )
+        # anyio's own thread limiter; admission already bounds the threads, this keeps
         # the calls off the default limiter shared with the rest of the process.
         self._thread_limiter = anyio.CapacityLimiter(config.pool_size)
+        self._reaper = IdleThreadReaper(self._thread_limiter)
         self.breaker = CircuitBreaker(
             failure_threshold=config.breaker_failure_threshold,
             open_seconds=config.breaker_open_seconds,
+            min_callers=config.breaker_min_callers,
             on_change=self._breaker_changed,
         )
         # Each key in `apikey`; as the bearer only if it is a JWT (a legacy key). The SDK
@@ -304,60 +224,102 @@ class SupabaseGateway:
         metrics.POOL_SIZE.set(config.pool_size)
 
     def close(self) -> None:
+        self.admission.close()
+        self._reaper.close()
         self.http_client.close()
 
     # -- operations ------------------------------------------------------------------
 
-    async def sign_in(self, email: str, password: str) -> AuthSession:
+    async def sign_in(
+        self, email: str, password: str, *, caller: Caller = UNKNOWN_CALLER
+    ) -> AuthSession:
         def call() -> AuthSession:
             response = self._user_client().sign_in_with_password(
                 {"email": email, "password": password}
             )
             return _session_of(response.session)
 
-        return await self._call("sign_in", call, retry_safe=True)
+        # The upstream may already be checking the password when a read fails: only a
+        # connect failure (nothing sent) is repeated.
+        return await self._call("sign_in", call, retry_safe=False, caller=caller)
 
-    async def refresh(self, refresh_token: str) -> AuthSession:
+    async def refresh(self, refresh_token: str, *, caller: Caller = UNKNOWN_CALLER) -> AuthSession:
         # A repeat is harmless: GoTrue answers the parent of the active token with the
         # active pair, which is exactly what a retry after a lost response needs.
         def call() -> AuthSession:
             response = self._user_client().refresh_session(refresh_token)
             return _session_of(response.session)
 
-        return await self._call("refresh", call, retry_safe=True)
+        return await self._call(
+            "refresh", call, retry_safe=True, caller=caller, priority=Priority.CONTROL
+        )
 
-    async def sign_out(self, access_token: str, scope: str) -> None:
+    async def sign_out(
+        self, access_token: str, scope: str, *, caller: Caller = UNKNOWN_CALLER
+    ) -> None:
         def call() -> None:
             self._admin.sign_out(access_token, scope)  # type: ignore[arg-type]
 
-        await self._call("sign_out", call, retry_safe=True)
+        await self._call(
+            "sign_out", call, retry_safe=True, caller=caller, priority=Priority.CONTROL
+        )
 
-    async def create_user(self, attributes: dict[str, Any]) -> dict[str, Any]:
+    async def create_user(
+        self, attributes: dict[str, Any], *, caller: Caller = UNKNOWN_CALLER
+    ) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             return user_dict(self._admin.create_user(attributes).user)  # type: ignore[arg-type]
 
         # Not retried after the request may have been sent: the caller handles a
         # duplicate through its idempotency record.
-        return await self._call("create_user", call, retry_safe=False)
+        return await self._call("create_user", call, retry_safe=False, caller=caller)
 
-    async def get_user(self, user_id: str) -> dict[str, Any]:
+    async def get_user(self, user_id: str, *, caller: Caller = UNKNOWN_CALLER) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             return user_dict(self._admin.get_user_by_id(user_id).user)
 
-        return await self._call("get_user", call, retry_safe=True)
+        return await self._call("get_user", call, retry_safe=True, caller=caller)
 
-    async def update_user(self, user_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    async def update_user(
+        self, user_id: str, attributes: dict[str, Any], *, caller: Caller = UNKNOWN_CALLER
+    ) -> dict[str, Any]:
         def call() -> dict[str, Any]:
             response = self._admin.update_user_by_id(user_id, attributes)  # type: ignore[arg-type]
             return user_dict(response.user)
 
-        return await self._call("update_user", call, retry_safe=True)
+        return await self._call("update_user", call, retry_safe=True, caller=caller)
 
-    async def list_users(self, page: int, per_page: int) -> list[dict[str, Any]]:
-        def call() -> list[dict[str, Any]]:
-            return [user_dict(u) for u in self._admin.list_users(page=page, per_page=per_page)]
+    async def list_users(
+        self, page: int, per_page: int, *, caller: Caller = UNKNOWN_CALLER
+    ) -> UserPage:
+        """The SDK's own ``list_users`` parses the page at once, so one record it cannot
+        read would fail the page for every admin; this reads the same endpoint over the
+        same client and validates each record on its own, as the SDK would parse it."""
 
-        return await self._call("list_users", call, retry_safe=True)
+        def call() -> UserPage:
+            # The SDK's own request helper: same headers, client and error mapping.
+            response = self._admin._request(
+                "GET", "admin/users", query=httpx.QueryParams(page=page, per_page=per_page)
+            )
+            try:
+                records = response.json()["users"]
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                raise _BadListing(str(exc)) from exc
+            if not isinstance(records, list):
+                raise _BadListing("users is not a list")
+            users: list[dict[str, Any]] = []
+            skipped: list[str] = []
+            for record in records:
+                try:
+                    users.append(user_dict(User.model_validate_json(json.dumps(record))))
+                except (ValidationError, ValueError, TypeError, RecursionError):
+                    record_id = record.get("id") if isinstance(record, dict) else None
+                    skipped.append(str(record_id) if record_id is not None else "?")
+            if skipped:
+                log.warning("upstream_bad_records_skipped", operation="list_users", ids=skipped)
+            return UserPage(users=users, skipped=skipped)
+
+        return await self._call("list_users", call, retry_safe=True, caller=caller)
 
     async def health(self) -> dict[str, Any]:
         """GET /health on the upstream, through the same bulkhead and breaker."""
@@ -376,7 +338,11 @@ class SupabaseGateway:
             body: dict[str, Any] = response.json()
             return body
 
-        return await self._call("health", call, retry_safe=True)
+        # The service's own probe: fixed content, so a failure is evidence on its own
+        # (caller None); it never waits for a slot (readiness must answer at once).
+        return await self._call(
+            "health", call, retry_safe=True, caller=None, priority=Priority.PROBE
+        )
 
     # -- account lifecycle: recovery, confirmation, OTP, OAuth, MFA, deletion -------------
     # Sending mail and consuming one-time codes are never repeated once the request may have
@@ -516,11 +482,21 @@ class SupabaseGateway:
 
     # -- the one path every call takes ---------------------------------------------------
 
-    async def _call(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
+    async def _call(
+        self,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        retry_safe: bool,
+        caller: Caller | None = UNKNOWN_CALLER,
+        priority: Priority = Priority.NORMAL,
+    ) -> T:
         started = time.monotonic()
         outcome = "error"
         try:
-            result = await self._guarded(operation, fn, retry_safe=retry_safe)
+            result = await self._guarded(
+                operation, fn, retry_safe=retry_safe, caller=caller, priority=priority
+            )
         except errors.AuthServiceError as exc:
             outcome = exc.code
             raise
@@ -531,51 +507,70 @@ class SupabaseGateway:
             metrics.UPSTREAM_CALLS.labels(operation, outcome).inc()
             metrics.UPSTREAM_LATENCY.labels(operation).observe(time.monotonic() - started)
 
-    async def _guarded(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
-        if not self.breaker.try_acquire():
-            raise errors.CircuitOpen(
-                retry_after=max(1.0, self.breaker.retry_after()),
-                debug=f"{self.breaker.failure_threshold} upstream failures in a row; "
-                f"the next probe is allowed in {self.breaker.retry_after():.1f}s",
-            )
-        slot = _Slot(self.limiter, asyncio.get_running_loop())
-        metrics.POOL_WAITING.inc()
-        try:
-            with anyio.fail_after(self.config.pool_wait):
-                await self.limiter.acquire_on_behalf_of(slot)
-        except TimeoutError:
-            self.breaker.release_probe()
-            log.warning("upstream_pool_exhausted", operation=operation)
-            raise errors.PoolExhausted(
-                retry_after=1,
-                debug=f"all {self.config.pool_size} upstream slots stayed busy "
-                f"for {self.config.pool_wait}s",
-            ) from None
-        finally:
-            metrics.POOL_WAITING.dec()
-        metrics.POOL_IN_USE.set(self.limiter.borrowed_tokens)
+    def _circuit_open(self) -> errors.CircuitOpen:
+        return errors.CircuitOpen(
+            retry_after=max(1.0, self.breaker.retry_after()),
+            debug=f"{self.breaker.failure_threshold} upstream failures in a row; "
+            f"the next probe is allowed in {self.breaker.retry_after():.1f}s",
+        )
 
+    async def _guarded(
+        self,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        retry_safe: bool,
+        caller: Caller | None,
+        priority: Priority,
+    ) -> T:
+        if not self.breaker.allows():
+            raise self._circuit_open()
+        # One deadline for the whole call: queueing, every attempt, every socket operation.
         deadline = time.monotonic() + self.config.deadline
+        try:
+            ticket = await self.admission.acquire(operation, priority, deadline)
+        except Shed as exc:
+            log.warning("upstream_shed", operation=operation, reason=exc.reason)
+            raise errors.PoolExhausted(
+                retry_after=1, debug=f"admission refused the call ({exc.reason}): {exc.detail}"
+            ) from None
+        # The breaker may have opened while the call waited: ask again (and take the
+        # half-open probe, if that is what this call is).
+        if not self.breaker.try_acquire():
+            self.admission.release(ticket, Outcome.NONE)
+            raise self._circuit_open()
+        self._reaper.busy()
+        slot = ThreadSlot(self.admission, ticket, asyncio.get_running_loop())
+        trace = Trace()
         # The thread gives up a little before the await does, so the usual timeout is the
         # thread's own clean one rather than an abandonment.
-        token = _deadline.set(deadline - min(0.25, self.config.deadline * 0.1))
+        margin = min(0.25, self.config.deadline * 0.1)
+        token = DEADLINE.set(deadline - margin)
+        trace_token = TRACE.set(trace)
 
         def work() -> T:
             if not slot.start():
                 raise errors.DeadlineExceeded()
+            outcome = Outcome.NONE
             try:
-                return self._with_retries(operation, fn, retry_safe=retry_safe)
+                result = self._with_retries(operation, fn, retry_safe=retry_safe)
+            except BaseException as exc:
+                outcome = _outcome_of(exc, trace)
+                raise
+            else:
+                outcome = Outcome.ANSWERED if trace.answered else Outcome.NONE
+                return result
             finally:
-                slot.finish()
+                slot.finish(outcome)
 
         try:
-            with anyio.fail_after(self.config.deadline):
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
                 result = await anyio.to_thread.run_sync(
                     work, abandon_on_cancel=True, limiter=self._thread_limiter
                 )
         except TimeoutError:
             slot.abandon()
-            self.breaker.record_failure()
+            self.breaker.record_failure(None if not trace.sent else caller)
             log.warning("upstream_timeout", operation=operation, deadline=self.config.deadline)
             raise errors.DeadlineExceeded(
                 debug=f"no answer from {self.config.url} within {self.config.deadline}s"
@@ -583,7 +578,7 @@ class SupabaseGateway:
         except AuthError as exc:
             mapped = self._map_error(operation, exc)
             if mapped.status >= 500 and not isinstance(mapped, errors.UpstreamMisconfigured):
-                self.breaker.record_failure()
+                self.breaker.record_failure(_evidence_caller(exc, caller))
             else:
                 self.breaker.record_success()
             raise mapped from exc
@@ -591,26 +586,55 @@ class SupabaseGateway:
             self.breaker.release_probe()
             raise
         except Exception as exc:
-            # A 2xx body the SDK's models reject, or an error it let escape unmapped.
-            self.breaker.record_failure()
-            log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
-            raise errors.UpstreamUnavailable(
-                retry_after=1,
-                debug=f"{self.config.url} gave an answer the SDK could not read "
-                f"({type(exc).__name__}); check SUPABASE_URL points at Supabase",
-            ) from exc
+            raise self._unexpected(operation, exc, trace, caller) from exc
         except BaseException:
             # Cancelled (the client went away, or shutdown): the slot follows the thread.
             slot.abandon()
             self.breaker.release_probe()
             raise
+        else:
+            self.breaker.record_success()
         finally:
-            _deadline.reset(token)
-        self.breaker.record_success()
+            TRACE.reset(trace_token)
+            DEADLINE.reset(token)
+            # After the breaker heard the outcome: the next call admitted into this slot
+            # sees its new state.
+            slot.settle()
         return result
 
+    def _unexpected(
+        self, operation: str, exc: Exception, trace: Trace, caller: Caller | None
+    ) -> errors.AuthServiceError:
+        """Something other than an SDK error: decide whose fault it is."""
+        if isinstance(exc, _BadListing) or _is_bad_record(exc):
+            # The upstream answered, and what it holds for this request cannot be read:
+            # that record's problem, not the upstream's health.
+            self.breaker.release_probe()
+            log.warning("upstream_bad_record", operation=operation, error=type(exc).__name__)
+            return errors.UpstreamBadRecord(
+                debug=f"{self.config.url} answered a record the SDK cannot read "
+                f"({type(exc).__name__}: {str(exc)[:200]})"
+            )
+        if not trace.attempted:
+            # Raised before anything was sent (the request could not even be encoded,
+            # e.g. NaN or a structure too deep): the request's content, never the upstream.
+            self.breaker.release_probe()
+            log.warning("upstream_request_unencodable", operation=operation, error=str(exc))
+            return errors.ValidationFailed(
+                "The request holds a value that cannot be sent to the authentication provider.",
+                debug=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+        # A 2xx body the SDK's models reject, or an error it let escape unmapped.
+        self.breaker.record_failure(caller)
+        log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
+        return errors.UpstreamUnavailable(
+            retry_after=1,
+            debug=f"{self.config.url} gave an answer the SDK could not read "
+            f"({type(exc).__name__}); check SUPABASE_URL points at Supabase",
+        )
+
     def _with_retries(self, operation: str, fn: Callable[[], T], *, retry_safe: bool) -> T:
-        deadline = _deadline.get()
+        deadline = DEADLINE.get()
 
         def retryable(exc: BaseException) -> bool:
             return _is_retryable(exc, retry_safe=retry_safe)
@@ -670,6 +694,52 @@ def _session_of(session: Session | None) -> AuthSession:
     if session is None:
         raise errors.EmailNotConfirmed()
     return AuthSession.from_sdk(session)
+
+
+class _BadListing(ValueError):
+    """A user list page whose envelope cannot be read at all."""
+
+
+def _is_bad_record(exc: BaseException) -> bool:
+    """A record too deep (or otherwise unreadable by the SDK's models) inside a well-formed
+    answer; an answer that is not the expected JSON at all is not this."""
+    if isinstance(exc, RecursionError):
+        return True
+    if not isinstance(exc, ValidationError):
+        return False
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error.get("msg", "")).lower()
+        if "recursion" in message or error.get("type") == "recursion_loop":
+            return True
+        location = {str(part) for part in error.get("loc", ())}
+        metadata = {"user_metadata", "app_metadata", "identities", "factors"}
+        if error.get("type") != "missing" and location & metadata:
+            return True
+    return False
+
+
+def _evidence_caller(exc: AuthError, caller: Caller | None) -> Caller | None:
+    """Whose evidence an upstream failure is: a connect failure (nothing was sent) is
+    about the upstream alone (None); an answer or a failure after sending could have been
+    caused by the request, so it is tied to its caller (services.breaker)."""
+    if isinstance(exc.__cause__, _CONNECT_FAILURES):
+        return None
+    return caller
+
+
+def _outcome_of(exc: BaseException, trace: Trace) -> Outcome:
+    """What a failed call tells the adaptive limit."""
+    if isinstance(exc, AuthRetryableError) and exc.status == 0:
+        return Outcome.OVERLOAD  # timeout or transport failure
+    if isinstance(exc, (UpstreamDeadline, httpx.TransportError)):
+        return Outcome.OVERLOAD
+    if isinstance(exc, AuthRetryableError):
+        return Outcome.OVERLOAD  # 502/503/504: the upstream or its proxy is overloaded
+    return Outcome.ANSWERED if trace.answered else Outcome.NONE
+
+
+def _count_shed(reason: str, priority: Priority) -> None:
+    metrics.ADMISSION_SHED.labels(reason, priority.name.lower()).inc()
 
 
 def _is_retryable(exc: BaseException, *, retry_safe: bool) -> bool:

@@ -42,6 +42,21 @@ BREAKER_STATE = Gauge("sg_upstream_breaker_state", "Circuit breaker: 0 closed, 1
 POOL_IN_USE = Gauge("sg_upstream_pool_in_use", "Supabase thread-pool slots in use")
 POOL_WAITING = Gauge("sg_upstream_pool_waiting", "Requests waiting for a Supabase thread-pool slot")
 POOL_SIZE = Gauge("sg_upstream_pool_size", "Supabase thread-pool size")
+ADMISSION_LIMIT = Gauge(
+    "sg_upstream_admission_limit", "Adaptive concurrency limit on Supabase calls in flight"
+)
+ADMISSION_QUEUE = Gauge(
+    "sg_upstream_admission_queue", "Supabase calls waiting for a slot, by priority", ["priority"]
+)
+ADMISSION_SHED = Counter(
+    "sg_upstream_admission_shed_total",
+    "Supabase calls refused by admission, by reason and priority",
+    ["reason", "priority"],
+)
+ADMISSION_SERVICE_TIME = Gauge(
+    "sg_upstream_admission_service_seconds",
+    "Predicted service time of a Supabase call (EWMA, or the current silence if longer)",
+)
 TOKEN_CACHE = Counter("sg_token_cache_total", "Verified-token cache lookups", ["result"])
 REDIS_ERRORS = Counter("sg_redis_errors_total", "Redis failures by operation", ["operation"])
 REJECTIONS = Counter("sg_rejections_total", "Requests refused by a limit", ["kind"])

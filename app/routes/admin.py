@@ -42,8 +42,17 @@ def _roles(user: dict[str, Any]) -> list[str]:
 async def list_users(request: Request) -> Response:
     page = query_int(request.query_params, "page", default=1, upper=1_000_000)
     per_page = query_int(request.query_params, "per_page", default=50, upper=_MAX_PER_PAGE)
-    users = await _services(request).gateway.list_users(page, per_page)
-    return JSONResponse({"users": users, "page": page, "per_page": per_page})
+    listing = await _services(request).gateway.list_users(page, per_page)
+    # Records the SDK cannot read are left out and named, so one bad record never
+    # hides the page (or the rest of the list) from the operator.
+    return JSONResponse(
+        {
+            "users": listing.users,
+            "skipped": listing.skipped,
+            "page": page,
+            "per_page": per_page,
+        }
+    )
 
 
 async def get_user(request: Request) -> Response:

@@ -35,7 +35,7 @@ async def test_ready_names_every_check_and_is_200(client: httpx.AsyncClient) -> 
         assert check["latency_ms"] >= 0
     assert body["checks"]["breaker"]["state"] == "closed"
     assert body["checks"]["jwks"]["keys"] >= 1
-    assert body["checks"]["thread_pool"]["size"] == 16
+    assert body["checks"]["thread_pool"]["size"] == 128
     assert abs(body["checks"]["clock"]["skew_s"]) < 1
     assert response.headers["cache-control"] == "no-store"
 

@@ -57,6 +57,8 @@ def test_failure_logs_name_each_class_and_leak_no_secret(
             upstream_read_timeout_seconds=0.6,
             breaker_failure_threshold=2,
             breaker_open_seconds=0.5,
+            # One client here: let one caller's resets open the breaker.
+            breaker_min_callers=1,
             rate_limit_enabled="false",
             lockout_enabled="false",
         )

@@ -72,7 +72,7 @@ async def test_metrics_exports_every_metric_fed_by_a_login_flow(client: httpx.As
     assert value(found, "sg_upstream_calls_total", operation="sign_in", outcome="ok") >= 1
     assert value(found, "sg_upstream_call_duration_seconds_count", operation="sign_in") >= 1
     assert value(found, "sg_token_cache_total", result="hit") >= 1
-    assert found["sg_upstream_pool_size"][0][1] == 16
+    assert found["sg_upstream_pool_size"][0][1] == 128
     assert found["sg_upstream_pool_in_use"][0][1] == 0
     assert found["sg_upstream_pool_waiting"][0][1] == 0
     assert found["sg_upstream_breaker_state"][0][1] == 0

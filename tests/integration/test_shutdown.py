@@ -40,7 +40,8 @@ def test_sigterm_drains_in_flight_logins_then_exits_zero(
             redis_prefix,
             supabase_url=proxy.url,
             upstream_pool_size=2,
-            upstream_pool_wait_seconds=5,
+            # The deadline covers the queueing: 6 logins of ~2 s on 2 slots need ~6 s.
+            upstream_deadline_seconds=10,
             shutdown_drain_seconds=15,
             rate_limit_enabled="false",
             log_level="info",

@@ -104,11 +104,6 @@ async def test_poisoned_metadata_is_refused_before_supabase(
     await still_healthy(target, healthy["user"]["email"], TEST_PASSWORD)
 
 
-@pytest.mark.xfail(
-    reason="needs the gateway to skip unparseable records and not count them as upstream "
-    "failures (issue 9, items 2 and 3, services/gateway.py); remove this mark when merged",
-    strict=True,
-)
 async def test_a_record_poisoned_in_supabase_does_not_break_others(
     target: Target, localauth: LocalAuth
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.breaker import BreakerState, CircuitBreaker
+from services.breaker import BreakerState, Caller, CircuitBreaker
 
 
 class FakeClock:
@@ -33,6 +33,7 @@ def breaker(clock: FakeClock, changes: list[tuple[BreakerState, BreakerState]]) 
     return CircuitBreaker(
         failure_threshold=3,
         open_seconds=10.0,
+        min_callers=3,
         clock=clock,
         on_change=lambda old, new: changes.append((old, new)),
     )
@@ -46,7 +47,7 @@ def state(breaker: CircuitBreaker) -> BreakerState:
 def _open(breaker: CircuitBreaker) -> None:
     for _ in range(breaker.failure_threshold):
         assert breaker.try_acquire()
-        breaker.record_failure()
+        breaker.record_failure(None)
     assert breaker.state is BreakerState.OPEN
 
 
@@ -61,23 +62,23 @@ def test_opens_after_threshold_consecutive_failures(
     breaker: CircuitBreaker, changes: list[tuple[BreakerState, BreakerState]]
 ) -> None:
     """N consecutive failures open it, and the listener hears closed → open once."""
-    breaker.record_failure()
-    breaker.record_failure()
+    breaker.record_failure(None)
+    breaker.record_failure(None)
     assert state(breaker) is BreakerState.CLOSED
-    breaker.record_failure()
+    breaker.record_failure(None)
     assert state(breaker) is BreakerState.OPEN
     assert changes == [(BreakerState.CLOSED, BreakerState.OPEN)]
 
 
 def test_success_resets_the_failure_count(breaker: CircuitBreaker) -> None:
     """Failures must be consecutive: a success in between starts the count again."""
-    breaker.record_failure()
-    breaker.record_failure()
+    breaker.record_failure(None)
+    breaker.record_failure(None)
     breaker.record_success()
-    breaker.record_failure()
-    breaker.record_failure()
+    breaker.record_failure(None)
+    breaker.record_failure(None)
     assert state(breaker) is BreakerState.CLOSED
-    breaker.record_failure()
+    breaker.record_failure(None)
     assert state(breaker) is BreakerState.OPEN
 
 
@@ -124,7 +125,7 @@ def test_probe_failure_reopens_for_a_full_period(breaker: CircuitBreaker, clock:
     _open(breaker)
     clock.advance(10.0)
     assert breaker.try_acquire()
-    breaker.record_failure()
+    breaker.record_failure(None)
     assert breaker.state is BreakerState.OPEN
     assert not breaker.try_acquire()
     assert breaker.retry_after() == pytest.approx(10.0)
@@ -150,6 +151,85 @@ def test_failures_while_open_do_not_close_it(breaker: CircuitBreaker, clock: Fak
     """Late failures of calls admitted before it opened keep it open and restart the wait."""
     _open(breaker)
     clock.advance(5.0)
-    breaker.record_failure()
+    breaker.record_failure(None)
     assert breaker.state is BreakerState.OPEN
     assert breaker.retry_after() == pytest.approx(10.0)
+
+
+# -- what counts: the upstream, not the caller ---------------------------------------------
+
+
+def test_one_address_cannot_open_it_with_any_number_of_accounts(breaker: CircuitBreaker) -> None:
+    """Failures that a request could have caused, all from one address (however many
+    accounts it names), never open it: the rule needs min_callers addresses."""
+    for index in range(100):
+        breaker.record_failure(Caller.of("198.51.100.7", f"victim{index}@example.com"))
+    assert state(breaker) is BreakerState.CLOSED
+    assert breaker.try_acquire()
+
+
+def test_one_account_cannot_open_it_from_any_number_of_addresses(breaker: CircuitBreaker) -> None:
+    """Nor can one account from many addresses (a botnet aiming at one record)."""
+    for index in range(100):
+        breaker.record_failure(Caller.of(f"203.0.113.{index}", "poisoned@example.com"))
+    assert state(breaker) is BreakerState.CLOSED
+
+
+def test_a_few_addresses_and_accounts_below_the_rule_do_not_open_it(
+    breaker: CircuitBreaker,
+) -> None:
+    """Two addresses alternating over two accounts: still below min_callers = 3."""
+    for index in range(50):
+        breaker.record_failure(Caller.of(f"192.0.2.{index % 2}", f"a{index % 2}@example.com"))
+    assert state(breaker) is BreakerState.CLOSED
+
+
+def test_distinct_callers_meeting_the_threshold_open_it(breaker: CircuitBreaker) -> None:
+    """Three failures from three addresses and three accounts: the upstream is sick."""
+    breaker.record_failure(Caller.of("192.0.2.1", "a@example.com"))
+    breaker.record_failure(Caller.of("192.0.2.2", "b@example.com"))
+    assert state(breaker) is BreakerState.CLOSED
+    breaker.record_failure(Caller.of("192.0.2.3", "c@example.com"))
+    assert state(breaker) is BreakerState.OPEN
+
+
+def test_upstream_only_evidence_corroborates_a_single_caller(breaker: CircuitBreaker) -> None:
+    """A connect failure (nothing sent: the request cannot be its cause) counts on its
+    own, so one client of a dead upstream still opens it."""
+    caller = Caller.of("192.0.2.1", "a@example.com")
+    breaker.record_failure(caller)
+    breaker.record_failure(caller)
+    assert state(breaker) is BreakerState.CLOSED
+    breaker.record_failure(None)
+    assert state(breaker) is BreakerState.OPEN
+
+
+def test_a_success_forgets_the_callers_of_the_run(breaker: CircuitBreaker) -> None:
+    """The distinct callers belong to one run of consecutive failures: a success in the
+    middle (the upstream answered) starts both counts again."""
+    breaker.record_failure(Caller.of("192.0.2.1", "a@example.com"))
+    breaker.record_failure(Caller.of("192.0.2.2", "b@example.com"))
+    breaker.record_success()
+    breaker.record_failure(Caller.of("192.0.2.3", "c@example.com"))
+    breaker.record_failure(Caller.of("192.0.2.3", "c@example.com"))
+    breaker.record_failure(Caller.of("192.0.2.3", "c@example.com"))
+    assert state(breaker) is BreakerState.CLOSED
+
+
+def test_caller_keys_are_hashed_and_case_folded() -> None:
+    """The breaker holds no address or e-mail; an account differing only in case is one."""
+    one = Caller.of("192.0.2.1", "A@Example.com")
+    assert one == Caller.of("192.0.2.1", "a@example.com")
+    assert "192.0.2.1" not in one.address
+    assert "example" not in one.account
+
+
+def test_allows_peeks_without_taking_the_probe(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    """``allows`` answers like ``try_acquire`` but leaves the half-open probe free."""
+    _open(breaker)
+    assert not breaker.allows()
+    clock.advance(10.0)
+    assert breaker.allows()
+    assert breaker.allows()
+    assert breaker.try_acquire()
+    assert not breaker.allows()

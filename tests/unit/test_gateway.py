@@ -8,6 +8,8 @@ in front of a real localauth. Every wait is bounded: blocked handlers wait on a
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ import httpx
 import pytest
 
 from services import errors
-from services.breaker import BreakerState
+from services.breaker import BreakerState, Caller
 from services.gateway import GatewayConfig, SupabaseGateway
 from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth
@@ -28,8 +30,9 @@ pytestmark = pytest.mark.anyio
 
 UPSTREAM = "http://upstream.test/auth/v1"
 API = {"X-Supabase-Api-Version": "2024-01-01"}
-USER = {
-    "id": "11111111-1111-4111-8111-111111111111",
+USER_ID = "11111111-1111-4111-8111-111111111111"
+USER: dict[str, Any] = {
+    "id": USER_ID,
     "aud": "authenticated",
     "role": "authenticated",
     "email": "someone@example.com",
@@ -74,7 +77,6 @@ def config(**overrides: Any) -> GatewayConfig:
         "anon_key": "anon",
         "service_role_key": "service",
         "pool_size": 2,
-        "pool_wait": 0.2,
         "deadline": 1.0,
         "connect_timeout": 0.5,
         "read_timeout": 0.8,
@@ -114,6 +116,12 @@ def blocking(release: threading.Event, entered: threading.Event) -> Handler:
     return handler
 
 
+async def attempt(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a gateway call in a task group whatever it answers."""
+    with contextlib.suppress(errors.AuthServiceError):
+        await fn(*args)
+
+
 # -- bulkhead -------------------------------------------------------------------------
 
 
@@ -130,9 +138,9 @@ async def test_slot_is_held_until_an_abandoned_thread_really_ends() -> None:
         assert entered.is_set()
         # The thread is still blocked in the upstream call: its slot is not free.
         await anyio.sleep(0.1)
-        assert gateway.limiter.borrowed_tokens == 1
+        assert gateway.admission.in_flight == 1
         release.set()
-        assert await eventually(lambda: gateway.limiter.borrowed_tokens == 0)
+        assert await eventually(lambda: gateway.admission.in_flight == 0)
     finally:
         release.set()
         gateway.close()
@@ -149,15 +157,15 @@ async def test_call_cancelled_before_its_thread_started_releases_its_slot() -> N
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(gateway.health)
-            assert await eventually(lambda: gateway.limiter.borrowed_tokens == 1)
+            assert await eventually(lambda: gateway.admission.in_flight == 1)
             group.cancel_scope.cancel()
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
         for holder in holders:
             gateway._thread_limiter.release_on_behalf_of(holder)
         holders.clear()
         await anyio.sleep(0.1)
         assert upstream.calls == []
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
         # The gateway still works afterwards.
         assert await gateway.health() == {"status": "ok"}
     finally:
@@ -178,18 +186,17 @@ async def test_immediate_cancellation_never_leaks_a_slot() -> None:
                 for _ in range(round_ % 5):
                     await anyio.lowlevel.checkpoint()
                 group.cancel_scope.cancel()
-            assert await eventually(lambda: gateway.limiter.borrowed_tokens == 0), round_
+            assert await eventually(lambda: gateway.admission.in_flight == 0), round_
         assert await gateway.health() == {"status": "ok"}
     finally:
         gateway.close()
 
 
-async def test_full_pool_sheds_with_503_within_pool_wait_without_a_thread() -> None:
-    """With every slot busy, the next call gets PoolExhausted (503) after pool_wait and never
-    reaches the upstream."""
+async def test_probe_never_waits_for_a_slot() -> None:
+    """Readiness's upstream probe finds every slot busy: 503 at once, no upstream call."""
     release, entered = threading.Event(), threading.Event()
     upstream = Upstream(blocking(release, entered))
-    gateway = mock_gateway(upstream, pool_size=1, pool_wait=0.2, deadline=5.0)
+    gateway = mock_gateway(upstream, pool_size=1, min_limit=1, initial_limit=1, deadline=5.0)
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(gateway.health)
@@ -197,13 +204,170 @@ async def test_full_pool_sheds_with_503_within_pool_wait_without_a_thread() -> N
             started = time.monotonic()
             with pytest.raises(errors.PoolExhausted) as caught:
                 await gateway.health()
-            took = time.monotonic() - started
+            assert time.monotonic() - started < 0.05
             assert caught.value.status == 503
             assert caught.value.retry_after
-            assert 0.15 < took < 0.2 + 0.3
             assert len(upstream.calls) == 1
             release.set()
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
+    finally:
+        release.set()
+        gateway.close()
+
+
+async def test_silent_upstream_sheds_queued_calls_within_half_the_deadline() -> None:
+    """Every slot is held by a call the upstream never answers: a queued call is refused
+    (503 upstream_busy) once the silence says it cannot finish in time, about half its
+    deadline, not at the deadline; it never reaches the upstream."""
+    release, entered = threading.Event(), threading.Event()
+    upstream = Upstream(blocking(release, entered))
+    gateway = mock_gateway(upstream, pool_size=1, min_limit=1, initial_limit=1, deadline=2.0)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(attempt, gateway.get_user, USER_ID)
+            assert await anyio.to_thread.run_sync(entered.wait, BLOCK_LIMIT)
+            started = time.monotonic()
+            with pytest.raises(errors.PoolExhausted) as caught:
+                await gateway.get_user(USER_ID)
+            took = time.monotonic() - started
+            assert 0.5 < took < 1.0 + 0.3, took
+            assert caught.value.code == "upstream_busy"
+            # Once the silence is longer than a whole deadline (and the margin), arrivals
+            # are refused by the next re-check of the queue (50 ms): their own call would
+            # take at least that long.
+            await anyio.sleep(max(0.0, 2.35 - (time.monotonic() - started)))
+            started = time.monotonic()
+            with pytest.raises(errors.PoolExhausted):
+                await gateway.get_user(USER_ID)
+            assert time.monotonic() - started < 0.2
+            assert len(upstream.calls) == 1
+            assert gateway.admission.shed_counts["deadline"] == 2
+            release.set()
+        # The first call was abandoned at its deadline: its slot follows its thread.
+        assert await eventually(lambda: gateway.admission.in_flight == 0)
+    finally:
+        release.set()
+        gateway.close()
+
+
+def slow_user(seconds: float) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(seconds)
+        return httpx.Response(200, json=USER, headers=API)
+
+    return handler
+
+
+async def test_a_burst_queues_while_it_can_finish_in_time() -> None:
+    """More calls than slots against a healthy upstream: they queue and all succeed (a
+    fixed pool wait would have refused most of them)."""
+    upstream = Upstream(slow_user(0.05))
+    gateway = mock_gateway(upstream, pool_size=2, min_limit=2, initial_limit=2, deadline=2.0)
+    try:
+        results: list[dict[str, Any]] = []
+
+        async def one() -> None:
+            results.append(await gateway.get_user(USER_ID))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(one)
+        assert len(results) == 20
+        assert gateway.admission.shed_counts == {}
+        assert gateway.admission.in_flight == 0
+    finally:
+        gateway.close()
+
+
+async def test_a_call_that_cannot_make_its_deadline_is_refused_at_once() -> None:
+    """With the service time learnt (0.3 s) and one slot, the fourth queued call could not
+    finish within a 1 s deadline: refused on arrival, not after waiting."""
+    upstream = Upstream(slow_user(0.3))
+    gateway = mock_gateway(upstream, pool_size=1, min_limit=1, initial_limit=1, deadline=1.0)
+    try:
+        await gateway.get_user(USER_ID)  # learn the service time
+        outcomes: list[str] = []
+
+        async def one() -> None:
+            started = time.monotonic()
+            try:
+                await gateway.get_user(USER_ID)
+                outcomes.append("ok")
+            except errors.PoolExhausted:
+                outcomes.append(f"shed {time.monotonic() - started:.2f}")
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(one)
+                await anyio.sleep(0.01)
+        assert outcomes.count("ok") >= 2, outcomes
+        sheds = [float(o.split()[1]) for o in outcomes if o.startswith("shed")]
+        assert sheds, outcomes
+        assert min(sheds) < 0.05, outcomes
+    finally:
+        gateway.close()
+
+
+async def test_refresh_is_served_before_queued_logins() -> None:
+    """A refresh (CONTROL) arriving behind a queue of logins is served next, not last."""
+    order: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.05)
+        kind = "refresh" if "refresh_token" in request.url.params.get("grant_type", "") else "login"
+        order.append(kind)
+        return httpx.Response(200, json=SESSION, headers=API)
+
+    gateway = mock_gateway(handler, pool_size=1, min_limit=1, initial_limit=1, deadline=3.0)
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(gateway.sign_in, "someone@example.com", "pw")
+            assert await eventually(lambda: gateway.admission.queued == 5)
+            group.start_soon(gateway.refresh, "refresh-token")
+        # One login was already in flight; the refresh came straight after it.
+        assert order.index("refresh") <= 2, order
+    finally:
+        gateway.close()
+
+
+async def test_breaker_is_asked_again_when_a_queued_call_is_admitted() -> None:
+    """Calls queued behind a failing upstream are not sent once the breaker opens."""
+    release, entered = threading.Event(), threading.Event()
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        entered.set()
+        release.wait(BLOCK_LIMIT)
+        raise httpx.ConnectError("refused")
+
+    gateway = mock_gateway(
+        handler,
+        pool_size=1,
+        min_limit=1,
+        initial_limit=1,
+        deadline=5.0,
+        max_attempts=1,
+        breaker_failure_threshold=1,
+    )
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await gateway.get_user(USER_ID)
+        except errors.AuthServiceError as exc:
+            outcomes.append(exc.code)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            assert await anyio.to_thread.run_sync(entered.wait, BLOCK_LIMIT)
+            group.start_soon(one)
+            assert await eventually(lambda: gateway.admission.queued == 1)
+            release.set()
+        assert sorted(outcomes) == ["upstream_circuit_open", "upstream_unavailable"], outcomes
+        assert len(calls) == 1
     finally:
         release.set()
         gateway.close()
@@ -247,7 +411,7 @@ async def test_hanging_upstream_answers_504_by_the_threads_own_timeout(
         assert caught.value.status == 504
         assert 0.7 < took < 1.0 + 0.3
         # Not abandoned: the slot came back with the answer.
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
         assert proxy.stats.accepted >= 1
     finally:
         gateway.close()
@@ -267,7 +431,7 @@ async def test_body_trickling_past_the_deadline_is_aborted(
         took = time.monotonic() - started
         assert caught.value.status == 504
         assert 0.7 < took < 1.0 + 0.3
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
         assert proxy.stats.forwarded_chunks >= 1  # the request reached localauth
     finally:
         gateway.close()
@@ -280,7 +444,7 @@ async def test_healthy_proxy_path_works(localauth: LocalAuth, proxy: FaultProxy)
         with pytest.raises(errors.InvalidCredentials):
             await gateway.sign_in("nobody@example.com", "Wrong-password-1")
         assert isinstance(await gateway.health(), dict)
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
     finally:
         gateway.close()
 
@@ -289,13 +453,13 @@ async def test_healthy_proxy_path_works(localauth: LocalAuth, proxy: FaultProxy)
 
 
 async def test_503_then_200_succeeds_after_one_retry() -> None:
-    """A retry-safe call (sign in) that meets a 503 is retried and succeeds."""
+    """A retry-safe call (refresh) that meets a 503 is retried and succeeds."""
     upstream = Upstream(
         api_error(503, "unavailable"), httpx.Response(200, json=SESSION, headers=API)
     )
     gateway = mock_gateway(upstream)
     try:
-        session = await gateway.sign_in("someone@example.com", "pw")
+        session = await gateway.refresh("refresh-token")
         assert session.access_token == SESSION["access_token"]
         assert len(upstream.calls) == 2
         assert gateway.breaker.state is BreakerState.CLOSED
@@ -348,11 +512,11 @@ async def test_retries_stop_at_the_deadline() -> None:
     try:
         started = time.monotonic()
         with pytest.raises(errors.UpstreamUnavailable) as caught:
-            await gateway.sign_in("someone@example.com", "pw")
+            await gateway.refresh("refresh-token")
         assert caught.value.status == 503
         assert time.monotonic() - started < 0.6 + 0.2
         assert 2 <= len(upstream.calls) < 100
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
     finally:
         gateway.close()
 
@@ -440,6 +604,162 @@ async def test_breaker_opens_on_transport_failures_then_answers_without_the_tran
         assert caught.value.retry_after is not None
         assert caught.value.retry_after >= 1
         assert len(upstream.calls) == 3
-        assert gateway.limiter.borrowed_tokens == 0
+        assert gateway.admission.in_flight == 0
+    finally:
+        gateway.close()
+
+
+# -- what the breaker counts ---------------------------------------------------------------
+
+
+def breaker_state(gateway: SupabaseGateway) -> BreakerState:
+    """Read through a call so mypy does not narrow the state across transitions."""
+    return gateway.breaker.state
+
+
+def caller(index: int, address: str | None = None) -> Caller:
+    return Caller.of(address or f"192.0.2.{index}", f"user{index}@example.com")
+
+
+async def test_unencodable_request_is_422_sends_nothing_and_never_counts() -> None:
+    """A NaN in the metadata fails in the SDK before any byte is sent: 422, the upstream is
+    never called, and however often it is repeated the breaker stays closed."""
+    upstream = Upstream(httpx.Response(200, json=USER))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=2)
+    try:
+        for index in range(10):
+            with pytest.raises(errors.ValidationFailed) as caught:
+                await gateway.create_user(
+                    {"email": "x@example.com", "password": "pw", "user_metadata": {"n": math.nan}},
+                    caller=caller(index),
+                )
+            assert caught.value.status == 422
+        assert upstream.calls == []
+        assert gateway.breaker.state is BreakerState.CLOSED
+        assert (await gateway.get_user(USER_ID))["id"] == USER["id"]
+    finally:
+        gateway.close()
+
+
+async def test_server_errors_from_one_address_do_not_open_the_breaker() -> None:
+    """500s that a request's content may have caused, all met by one address (many
+    accounts): 503 each time, breaker closed; the same 500s from distinct callers open it."""
+    upstream = Upstream(api_error(500, "unexpected_failure"))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=3, breaker_min_callers=3)
+    try:
+        for index in range(20):
+            with pytest.raises(errors.UpstreamUnavailable):
+                await gateway.sign_in(
+                    f"u{index}@example.com", "pw", caller=caller(index, "10.1.1.1")
+                )
+        assert breaker_state(gateway) is BreakerState.CLOSED
+        for index in range(2):  # with 10.1.1.1, three addresses and accounts
+            with pytest.raises(errors.UpstreamUnavailable):
+                await gateway.sign_in("someone@example.com", "pw", caller=caller(index))
+        assert breaker_state(gateway) is BreakerState.OPEN
+    finally:
+        gateway.close()
+
+
+async def test_unreadable_stored_record_is_502_and_never_counts() -> None:
+    """A user whose metadata is nested too deep for the SDK's JSON parser: that user's
+    call fails with 502 upstream_bad_record, the breaker hears nothing."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(400):
+        node["a"] = {}
+        node = node["a"]
+    poisoned = {**USER, "user_metadata": deep}
+    upstream = Upstream(httpx.Response(200, json=poisoned))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=1)
+    try:
+        for _ in range(5):
+            with pytest.raises(errors.UpstreamBadRecord) as caught:
+                await gateway.get_user(USER_ID)
+            assert caught.value.status == 502
+        assert gateway.breaker.state is BreakerState.CLOSED
+    finally:
+        gateway.close()
+
+
+async def test_user_list_skips_and_names_unreadable_records() -> None:
+    """One unreadable record in a page: the others come back, its id is named."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(400):
+        node["a"] = {}
+        node = node["a"]
+    bad_id = "22222222-2222-4222-8222-222222222222"
+    page = {"users": [USER, {**USER, "id": bad_id, "user_metadata": deep}], "aud": "authenticated"}
+    upstream = Upstream(httpx.Response(200, json=page, headers=API))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=1)
+    try:
+        listing = await gateway.list_users(1, 50)
+        assert [u["id"] for u in listing.users] == [USER["id"]]
+        assert listing.skipped == [bad_id]
+        assert upstream.calls[0].url.params["per_page"] == "50"
+        assert gateway.breaker.state is BreakerState.CLOSED
+    finally:
+        gateway.close()
+
+
+async def test_sign_in_read_timeout_is_not_retried() -> None:
+    """The upstream may be checking the password when the read fails: one attempt only."""
+    upstream = Upstream(httpx.ReadTimeout("slow"), httpx.Response(200, json=SESSION, headers=API))
+    gateway = mock_gateway(upstream)
+    try:
+        with pytest.raises(errors.DeadlineExceeded):
+            await gateway.sign_in("someone@example.com", "pw")
+        assert len(upstream.calls) == 1
+    finally:
+        gateway.close()
+
+
+async def test_a_slow_answer_inside_the_deadline_is_served(
+    localauth: LocalAuth, proxy: FaultProxy
+) -> None:
+    """The upstream takes about 1 s of a 1.5 s deadline (the proxy delays each request
+    chunk): by default no socket read timeout is shorter than the time left, so the
+    sign-in is answered, not 504."""
+    proxy.set_mode(Mode.LATENCY, latency=0.45)
+    config = GatewayConfig(
+        url=proxy.url + "/auth/v1",
+        anon_key=localauth.anon_key,
+        service_role_key=localauth.service_role_key,
+        deadline=1.5,
+        connect_timeout=0.5,
+    )
+    gateway = SupabaseGateway(config)
+    try:
+        assert gateway.http_client.timeout.read is None
+        started = time.monotonic()
+        with pytest.raises(errors.InvalidCredentials):
+            await gateway.sign_in("nobody@example.com", "Wrong-password-1")
+        assert time.monotonic() - started > 0.4
+    finally:
+        gateway.close()
+
+
+async def test_idle_worker_threads_are_released_after_a_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a burst and then silence, the worker threads end: anyio prunes idle ones
+    only when another call comes, so the gateway makes that call itself (idle time and
+    delay shortened here from 10 s and 11 s)."""
+    from anyio._backends._asyncio import WorkerThread
+
+    from services.threads import IdleThreadReaper
+
+    monkeypatch.setattr(WorkerThread, "MAX_IDLE_TIME", 0.2)
+    monkeypatch.setattr(IdleThreadReaper, "DELAY", 0.4)
+    upstream = Upstream(slow_user(0.1))
+    gateway = mock_gateway(upstream, pool_size=8, min_limit=8, initial_limit=8)
+    try:
+        before = threading.active_count()
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(gateway.get_user, USER_ID)
+        assert threading.active_count() >= before + 4
+        assert await eventually(lambda: threading.active_count() <= before + 1, within=5.0)
     finally:
         gateway.close()

@@ -1,0 +1,305 @@
+"""Admission against the upstream alone: login bursts, and throughput at 200 ms a login.
+
+    uv run python -m scripts.bench_burst [--sizes 25,50,100,200] [--rounds 3] [--seconds 10]
+
+Two measurements, in one run, each side alternating with the other so machine noise hits
+both alike:
+
+* **bursts** (localauth at bcrypt cost 10, as GoTrue): N distinct users log in at the same
+  moment, straight at localauth and through the app on its defaults, alternating, each N
+  ``--rounds`` times. Reported: logins served (200) within the deadline (5 s, measured by
+  the client from the burst's start), the slowest such answer, and what the app refused.
+  The app must serve at least every login the upstream served in time (ratio 1.0) and add
+  under 10 % to the slowest answer. The CPU seconds localauth spent on each burst are
+  printed too: on a shared machine, 200 runnable bcrypt threads win a larger share of the
+  cores than the few the app's limit lets run, which the CPU figure separates from
+  admission's own decisions.
+* **latency** (localauth at cost 4 behind ``tests.support.faultproxy`` in latency mode,
+  200 ms per request): 100 closed-loop clients for ``--seconds`` each side, the upstream
+  alone (through the same proxy) and through the app. Reported: logins/s and 503s.
+
+Every client has its own connection, opened (and used once) before the clock starts, so
+connecting costs neither side. The load generator is one asyncio process sharing the two
+cores with localauth, the app and Redis; it does the same work for both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from scripts.devstack import Stack, free_port, wait_http
+from tests.support.faultproxy import FaultProxy, Mode
+
+PASSWORD = "Bench-password-1"
+DEADLINE = 5.0
+
+
+@dataclass
+class Side:
+    name: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Burst:
+    served: int
+    slowest: float
+    statuses: Counter[int]
+    upstream_cpu: float = 0.0  # CPU seconds localauth spent on the burst
+    app_cpu: float = 0.0  # CPU seconds the app spent on it
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(stack: Stack, module: str) -> int:
+    for process in stack.children:
+        if isinstance(process.args, list) and module in process.args:
+            return process.pid
+    raise RuntimeError(f"no {module} process")
+
+
+def seed(supabase: Mapping[str, str], count: int, prefix: str) -> list[str]:
+    key = supabase["SUPABASE_SERVICE_ROLE_KEY"]
+    headers = {"apikey": key, "Authorization": f"Bearer {key}"}
+    emails = [f"{prefix}-{index}@example.com" for index in range(count)]
+
+    def create(email: str) -> None:
+        response = httpx.post(
+            supabase["SUPABASE_URL"] + "/auth/v1/admin/users",
+            headers=headers,
+            json={"email": email, "password": PASSWORD, "email_confirm": True},
+            timeout=60,
+        )
+        if response.status_code not in (200, 422):
+            raise RuntimeError(f"seeding failed: {response.status_code} {response.text}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, emails))
+    return emails
+
+
+def start_app(stack: Stack, supabase: Mapping[str, str], redis_url: str, auth_url: str) -> str:
+    port = free_port()
+    app = stack.spawn(
+        [sys.executable, "-m", "app"],
+        env={
+            **supabase,
+            "SUPABASE_URL": auth_url,
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": f"bench{port}:",
+            "REDIS_MAX_CONNECTIONS": "512",
+            "PORT": str(port),
+            "LOG_LEVEL": "warning",
+            # One machine plays every user: per-IP limits would answer 429.
+            "RATE_LIMIT_ENABLED": "false",
+            "LOCKOUT_ENABLED": "false",
+        },
+        quiet=True,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health/live", app, "the app")
+    return f"http://127.0.0.1:{port}"
+
+
+def sides(supabase: Mapping[str, str], upstream: str, app: str) -> tuple[Side, Side]:
+    direct = Side(
+        "upstream",
+        upstream + "/auth/v1/token?grant_type=password",
+        {"apikey": supabase["SUPABASE_ANON_KEY"]},
+    )
+    return direct, Side("app", app + "/api/v1/auth/login")
+
+
+async def clients(count: int, side: Side) -> list[httpx.AsyncClient]:
+    made = [
+        httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) for _ in range(count)
+    ]
+    # Open each connection before the clock starts (a cheap request on the same host).
+    base = side.url.split("/auth/v1")[0].split("/api/v1")[0]
+    probe = "/health" if side.name == "upstream" else "/health/live"
+    await asyncio.gather(*(c.get(base + probe) for c in made))
+    return made
+
+
+async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) -> Burst:
+    pool = await clients(len(emails), side)
+    gate = asyncio.Event()
+    results: list[tuple[int, float]] = []
+
+    async def one(client: httpx.AsyncClient, email: str) -> None:
+        await gate.wait()
+        started = time.monotonic()
+        try:
+            response = await client.post(
+                side.url, json={"email": email, "password": PASSWORD}, headers=side.headers
+            )
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append((status, time.monotonic() - started))
+
+    tasks = [asyncio.create_task(one(c, e)) for c, e in zip(pool, emails, strict=True)]
+    await asyncio.sleep(0.05)
+    cpu, app_cpu = cpu_seconds(upstream_pid), cpu_seconds(app_pid)
+    gate.set()
+    await asyncio.gather(*tasks)
+    cpu, app_cpu = cpu_seconds(upstream_pid) - cpu, cpu_seconds(app_pid) - app_cpu
+    for client in pool:
+        await client.aclose()
+    in_time = [elapsed for status, elapsed in results if status == 200 and elapsed <= DEADLINE]
+    statuses = Counter(s for s, _ in results)
+    return Burst(len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu)
+
+
+async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[float, Counter[int]]:
+    pool = await clients(len(emails), side)
+    statuses: Counter[int] = Counter()
+    stop = time.monotonic() + seconds
+
+    async def user(client: httpx.AsyncClient, email: str) -> None:
+        while time.monotonic() < stop:
+            try:
+                response = await client.post(
+                    side.url, json={"email": email, "password": PASSWORD}, headers=side.headers
+                )
+                statuses[response.status_code] += 1
+            except httpx.HTTPError:
+                statuses[0] += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(user(c, e) for c, e in zip(pool, emails, strict=True)))
+    elapsed = time.monotonic() - started
+    for client in pool:
+        await client.aclose()
+    return statuses[200] / elapsed, statuses
+
+
+async def admission_metrics(side: Side) -> str:
+    """The app's admission state, from its /metrics."""
+    base = side.url.split("/api/v1")[0]
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(base + "/metrics")).text
+    wanted = ("sg_upstream_admission_limit", "sg_upstream_admission_shed_total")
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    return " ".join(line.replace("sg_upstream_admission_", "") for line in lines)
+
+
+async def run_bursts(
+    direct: Side,
+    app: Side,
+    emails: list[str],
+    sizes: list[int],
+    rounds: int,
+    pids: tuple[int, int],
+) -> bool:
+    ok = True
+    print(f"bursts: deadline {DEADLINE:.0f} s, localauth bcrypt cost 10, app on its defaults")
+    print(
+        "  N  round  upstream served/slowest (localauth CPU s)   app served/slowest (CPU s)"
+        "   app statuses   ratio  slowest+"
+    )
+    for size in sizes:
+        for round_ in range(1, rounds + 1):
+            # Both sides get the same users; login order alternates per round.
+            first, second = (direct, app) if round_ % 2 else (app, direct)
+            measured = {}
+            for side in (first, second):
+                measured[side.name] = await burst(side, emails[:size], *pids)
+                await asyncio.sleep(2.0)  # let both processes settle between bursts
+            up, ours = measured["upstream"], measured["app"]
+            ratio = ours.served / up.served if up.served else float("inf")
+            extra = (ours.slowest / up.slowest - 1) * 100 if up.slowest else 0.0
+            ok &= ratio >= 1.0
+            print(
+                f"{size:4d}  {round_:5d}  {up.served:8d} / {up.slowest:5.2f}s "
+                f"({up.upstream_cpu:5.2f})"
+                f"        {ours.served:6d} / {ours.slowest:5.2f}s ({ours.upstream_cpu:5.2f}"
+                f" + app {ours.app_cpu:4.2f})"
+                f"   {dict(ours.statuses)!s:14}  {ratio:5.2f}  {extra:+6.1f}%"
+            )
+    return ok
+
+
+async def run_latency(direct: Side, app: Side, emails: list[str], seconds: float) -> None:
+    print(
+        "\nlatency: 200 ms a request (fault proxy), bcrypt cost 4, "
+        f"{len(emails)} closed-loop clients"
+    )
+    rates: dict[str, list[float]] = {"upstream": [], "app": []}
+    for round_ in range(2):
+        for side in (direct, app) if round_ == 0 else (app, direct):
+            rate, statuses = await closed_loop(side, emails, seconds)
+            rates[side.name].append(rate)
+            extra = await admission_metrics(side) if side.name == "app" else ""
+            print(f"  {side.name:8} {rate:7.1f} logins/s  statuses {dict(statuses)} {extra}")
+            await asyncio.sleep(1.0)
+    up, ours = statistics.mean(rates["upstream"]), statistics.mean(rates["app"])
+    print(f"  mean: upstream {up:.1f}/s, app {ours:.1f}/s, ratio {ours / up:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="25,50,100,200")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--skip", choices=("bursts", "latency"))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} before the run (shared)")
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.skip != "bursts":
+            stack = Stack(Path(tmp) / "bursts")
+            stack.workdir.mkdir()
+            try:
+                redis_url = stack.redis_url()
+                supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "10"})
+                emails = seed(supabase, max(sizes), "burst")
+                upstream = supabase["SUPABASE_URL"]
+                app = start_app(stack, supabase, redis_url, upstream)
+                direct, through = sides(supabase, upstream, app)
+                pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
+                ok = asyncio.run(run_bursts(direct, through, emails, sizes, args.rounds, pids))
+            finally:
+                stack.stop()
+        if args.skip != "latency":
+            stack = Stack(Path(tmp) / "latency")
+            stack.workdir.mkdir()
+            try:
+                redis_url = stack.redis_url()
+                supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
+                emails = seed(supabase, args.clients, "latency")
+                port = int(supabase["SUPABASE_URL"].rsplit(":", 1)[1])
+                with FaultProxy("127.0.0.1", port) as proxy:
+                    proxy.set_mode(Mode.LATENCY, latency=0.2)
+                    app = start_app(stack, supabase, redis_url, proxy.url)
+                    direct, through = sides(supabase, proxy.url, app)
+                    asyncio.run(run_latency(direct, through, emails, args.seconds))
+            finally:
+                stack.stop()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average {load} after the run")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
