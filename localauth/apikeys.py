@@ -146,8 +146,9 @@ class ApiKeyEdge:
             return
         path: str = scope["path"]
         route = path[len(_PREFIX) :] if path.startswith(_PREFIX + "/") else path
-        # The mailbox stands for the CLI's separate mail server, not the API gateway.
-        if route.rstrip("/") in _OPEN_PATHS or route.startswith("/mailbox"):
+        # The mailbox and the fake provider's consent page stand for servers of their own
+        # (the CLI's mail server, an external OAuth provider), not the API gateway.
+        if route.rstrip("/") in _OPEN_PATHS or route.startswith(("/mailbox", "/fake-oauth")):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

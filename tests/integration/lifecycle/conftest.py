@@ -12,7 +12,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import TEST_PASSWORD, app_env, new_email
-from tests.support.localauth import LocalAuth, run_localauth
+from tests.support.localauth import KEY_MODES, KeyMode, LocalAuth, run_localauth
 from tests.support.users import create_user
 
 AUTH = "/api/v1/auth"
@@ -20,10 +20,15 @@ REDIRECT = "http://localhost:3000/auth/callback"
 NEW_PASSWORD = "Brand-New-Pass-42"
 
 
-@pytest.fixture(scope="session")
-def mailing_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAuth]:
+@pytest.fixture(scope="session", params=KEY_MODES, ids=[f"{m}-keys" for m in KEY_MODES])
+def mailing_auth(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalAuth]:
+    """A localauth that really mails, once as a project on the legacy keys and once as one
+    created today (new keys, legacy keys off): every lifecycle flow runs against both."""
+    key_mode: KeyMode = request.param
     with run_localauth(
-        tmp_path_factory.mktemp("localauth-mail"),
+        tmp_path_factory.mktemp(f"localauth-mail-{key_mode}"),
         env={
             "GOTRUE_MAILER_AUTOCONFIRM": "false",
             "GOTRUE_EXTERNAL_FAKE_ENABLED": "true",
@@ -32,6 +37,7 @@ def mailing_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAuth
             "GOTRUE_SMTP_MAX_FREQUENCY": "2s",
             "GOTRUE_URI_ALLOW_LIST": "http://localhost:3000/**",
         },
+        key_mode=key_mode,
     ) as server:
         yield server
 
