@@ -577,7 +577,7 @@ class SupabaseGateway:
             ) from None
         except AuthError as exc:
             mapped = self._map_error(operation, exc)
-            if mapped.status >= 500 and not isinstance(mapped, errors.UpstreamMisconfigured):
+            if _is_upstream_failure(exc, mapped):
                 self.breaker.record_failure(_evidence_caller(exc, caller))
             else:
                 self.breaker.record_success()
@@ -718,6 +718,17 @@ def _is_bad_record(exc: BaseException) -> bool:
     return False
 
 
+def _is_upstream_failure(exc: AuthError, mapped: errors.AuthServiceError) -> bool:
+    """Whether an SDK error is evidence that the upstream is unhealthy: a transport failure
+    or the upstream's own 5xx. A 4xx is an answer about the request, even one this service
+    does not map (it still answers 503 for it), and a refused key is configuration."""
+    if isinstance(mapped, errors.UpstreamMisconfigured):
+        return False
+    if isinstance(exc, AuthApiError):
+        return exc.status >= 500
+    return mapped.status >= 500
+
+
 def _evidence_caller(exc: AuthError, caller: Caller | None) -> Caller | None:
     """Whose evidence an upstream failure is: a connect failure (nothing was sent) is
     about the upstream alone (None); an answer or a failure after sending could have been
@@ -764,6 +775,8 @@ def is_transient_key_error(exc: BaseException) -> bool:
 
 _API_ERRORS: dict[str, type[errors.AuthServiceError]] = {
     "invalid_credentials": errors.InvalidCredentials,
+    # An account with no password (OAuth or OTP only): GoTrue says so before any check.
+    "password_not_set": errors.InvalidCredentials,
     "email_not_confirmed": errors.EmailNotConfirmed,
     "phone_not_confirmed": errors.EmailNotConfirmed,
     "user_banned": errors.UserBanned,

@@ -661,6 +661,23 @@ async def test_server_errors_from_one_address_do_not_open_the_breaker() -> None:
         gateway.close()
 
 
+async def test_upstream_4xx_answers_never_open_the_breaker() -> None:
+    """An answer about the request, even one this service does not map (a 503 to the
+    client), from many distinct callers: the upstream is answering, the breaker stays
+    closed; an account without a password is told invalid_credentials."""
+    upstream = Upstream(api_error(400, "password_not_set"), api_error(418, "teapot"))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=2, breaker_min_callers=1)
+    try:
+        with pytest.raises(errors.InvalidCredentials):
+            await gateway.sign_in("oauth-only@example.com", "pw", caller=caller(0))
+        for index in range(1, 10):
+            with pytest.raises(errors.UpstreamUnavailable):
+                await gateway.sign_in("someone@example.com", "pw", caller=caller(index))
+        assert breaker_state(gateway) is BreakerState.CLOSED
+    finally:
+        gateway.close()
+
+
 async def test_unreadable_stored_record_is_502_and_never_counts() -> None:
     """A user whose metadata is nested too deep for the SDK's JSON parser: that user's
     call fails with 502 upstream_bad_record, the breaker hears nothing."""
