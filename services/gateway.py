@@ -47,8 +47,7 @@ from supabase_auth.errors import (
     AuthRetryableError,
     AuthWeakPasswordError,
 )
-from supabase_auth.helpers import parse_user_response
-from supabase_auth.types import Session, User
+from supabase_auth.types import User
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -59,6 +58,7 @@ from tenacity import (
 )
 
 from services import apikeys, errors, keyrefusals, metrics
+from services.account_gateway import AccountOperations
 from services.admission import (
     AdmissionConfig,
     AdmissionController,
@@ -68,6 +68,15 @@ from services.admission import (
 )
 from services.breaker import UNKNOWN_CALLER, BreakerState, Caller, CircuitBreaker
 from services.threads import IdleThreadReaper, ThreadSlot
+from services.upstream_errors import (
+    BadListing,
+    evidence_caller,
+    is_bad_record,
+    is_retryable,
+    is_transient_key_error,
+    is_upstream_failure,
+    map_api_error,
+)
 from services.upstream_http import (
     DEADLINE,
     TRACE,
@@ -76,12 +85,21 @@ from services.upstream_http import (
     UpstreamDeadline,
     install_trace_hooks,
 )
+from services.upstream_session import AuthSession, session_of, user_dict
+
+# Re-exported: callers name them through the gateway, the one upstream boundary.
+__all__ = [
+    "AuthSession",
+    "GatewayConfig",
+    "SupabaseGateway",
+    "UserPage",
+    "build_http_client",
+    "is_transient_key_error",
+    "user_dict",
+]
 
 T = TypeVar("T")
 log = structlog.get_logger("services.gateway")
-
-_RETRYABLE_STATUSES = frozenset({502, 503, 504})
-_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -104,42 +122,6 @@ class GatewayConfig:
     breaker_min_callers: int = 3
     initial_limit: int = 16
     min_limit: int = 16
-
-
-@dataclass(frozen=True)
-class AuthSession:
-    """A Supabase session as handed to the browser."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    expires_at: int
-    user: dict[str, Any]
-    token_type: str = "bearer"
-
-    @classmethod
-    def from_sdk(cls, session: Session) -> AuthSession:
-        return cls(
-            access_token=session.access_token,
-            refresh_token=session.refresh_token,
-            expires_in=session.expires_in,
-            expires_at=session.expires_at or int(time.time()) + session.expires_in,
-            user=user_dict(session.user),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "expires_in": self.expires_in,
-            "expires_at": self.expires_at,
-            "refresh_token": self.refresh_token,
-            "user": self.user,
-        }
-
-
-def user_dict(user: User) -> dict[str, Any]:
-    return user.model_dump(mode="json", exclude_none=True)
 
 
 def build_http_client(config: GatewayConfig) -> httpx.Client:
@@ -184,7 +166,7 @@ class UserPage:
     skipped: list[str]
 
 
-class SupabaseGateway:
+class SupabaseGateway(AccountOperations):
     """Async facade over the blocking SDK. Build one per process, in the app lifespan."""
 
     def __init__(self, config: GatewayConfig, http_client: httpx.Client | None = None) -> None:
@@ -237,7 +219,7 @@ class SupabaseGateway:
             response = self._user_client().sign_in_with_password(
                 {"email": email, "password": password}
             )
-            return _session_of(response.session)
+            return session_of(response.session)
 
         # The upstream may already be checking the password when a read fails: only a
         # connect failure (nothing sent) is repeated.
@@ -248,7 +230,7 @@ class SupabaseGateway:
         # active pair, which is exactly what a retry after a lost response needs.
         def call() -> AuthSession:
             response = self._user_client().refresh_session(refresh_token)
-            return _session_of(response.session)
+            return session_of(response.session)
 
         return await self._call(
             "refresh", call, retry_safe=True, caller=caller, priority=Priority.CONTROL
@@ -304,9 +286,9 @@ class SupabaseGateway:
             try:
                 records = response.json()["users"]
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise _BadListing(str(exc)) from exc
+                raise BadListing(str(exc)) from exc
             if not isinstance(records, list):
-                raise _BadListing("users is not a list")
+                raise BadListing("users is not a list")
             users: list[dict[str, Any]] = []
             skipped: list[str] = []
             for record in records:
@@ -343,131 +325,6 @@ class SupabaseGateway:
         return await self._call(
             "health", call, retry_safe=True, caller=None, priority=Priority.PROBE
         )
-
-    # -- account lifecycle: recovery, confirmation, OTP, OAuth, MFA, deletion -------------
-    # Sending mail and consuming one-time codes are never repeated once the request may have
-    # left (retry_safe=False): a repeat would mail twice or burn the code. Calls made with a
-    # user's access token pass it explicitly; no SDK client keeps it.
-
-    async def send_recovery(self, email: str, redirect_to: str | None) -> None:
-        def call() -> None:
-            options = {"redirect_to": redirect_to} if redirect_to else {}
-            self._user_client().reset_password_for_email(email, options)  # type: ignore[arg-type]
-
-        await self._call("send_recovery", _lifecycle(call), retry_safe=False)
-
-    async def resend(self, email: str, kind: str, redirect_to: str | None) -> None:
-        def call() -> None:
-            options = {"email_redirect_to": redirect_to} if redirect_to else {}
-            self._user_client().resend(
-                {"type": kind, "email": email, "options": options}  # type: ignore[typeddict-item]
-            )
-
-        await self._call("resend", _lifecycle(call), retry_safe=False)
-
-    async def send_otp(self, email: str, redirect_to: str | None) -> None:
-        def call() -> None:
-            options: dict[str, Any] = {"should_create_user": False}
-            if redirect_to:
-                options["email_redirect_to"] = redirect_to
-            self._user_client().sign_in_with_otp(
-                {"email": email, "options": options}  # type: ignore[typeddict-item]
-            )
-
-        await self._call("send_otp", _lifecycle(call), retry_safe=False)
-
-    async def verify_otp(self, params: dict[str, str]) -> AuthSession | None:
-        """``/verify`` with an emailed code or token hash; None for the first half of a
-        secure email change."""
-
-        def call() -> AuthSession | None:
-            response = self._user_client().verify_otp(params)  # type: ignore[arg-type]
-            return AuthSession.from_sdk(response.session) if response.session else None
-
-        return await self._call("verify_otp", _lifecycle(call), retry_safe=False)
-
-    async def exchange_code(self, auth_code: str, code_verifier: str) -> AuthSession:
-        def call() -> AuthSession:
-            response = self._user_client().exchange_code_for_session(
-                {"auth_code": auth_code, "code_verifier": code_verifier}
-            )
-            return _session_of(response.session)
-
-        return await self._call("exchange_code", _lifecycle(call), retry_safe=False)
-
-    async def reauthenticate(self, access_token: str) -> None:
-        def call() -> None:
-            self._user_client()._request("GET", "reauthenticate", jwt=access_token)
-
-        await self._call("reauthenticate", _lifecycle(call, token=True), retry_safe=False)
-
-    async def own_user(self, access_token: str) -> dict[str, Any]:
-        def call() -> dict[str, Any]:
-            response = self._user_client()._request("GET", "user", jwt=access_token)
-            return user_dict(parse_user_response(response).user)
-
-        return await self._call("own_user", _lifecycle(call, token=True), retry_safe=True)
-
-    async def update_own_user(
-        self, access_token: str, attributes: dict[str, Any], redirect_to: str | None = None
-    ) -> dict[str, Any]:
-        def call() -> dict[str, Any]:
-            response = self._user_client()._request(
-                "PUT", "user", jwt=access_token, body=attributes, redirect_to=redirect_to
-            )
-            return user_dict(parse_user_response(response).user)
-
-        return await self._call("update_own_user", _lifecycle(call, token=True), retry_safe=False)
-
-    async def mfa_enroll(
-        self, access_token: str, friendly_name: str, issuer: str | None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"factor_type": "totp", "friendly_name": friendly_name}
-        if issuer:
-            body["issuer"] = issuer
-
-        def call() -> dict[str, Any]:
-            response = self._user_client()._request("POST", "factors", jwt=access_token, body=body)
-            answer: dict[str, Any] = response.json()
-            return answer
-
-        return await self._call("mfa_enroll", _lifecycle(call, token=True), retry_safe=False)
-
-    async def mfa_challenge(self, access_token: str, factor_id: str) -> dict[str, Any]:
-        def call() -> dict[str, Any]:
-            response = self._user_client()._request(
-                "POST", f"factors/{factor_id}/challenge", jwt=access_token, body={}
-            )
-            answer: dict[str, Any] = response.json()
-            return answer
-
-        return await self._call("mfa_challenge", _lifecycle(call, token=True), retry_safe=False)
-
-    async def mfa_verify(
-        self, access_token: str, factor_id: str, challenge_id: str, code: str
-    ) -> AuthSession:
-        body = {"challenge_id": challenge_id, "code": code}
-
-        def call() -> AuthSession:
-            response = self._user_client()._request(
-                "POST", f"factors/{factor_id}/verify", jwt=access_token, body=body
-            )
-            return AuthSession.from_sdk(Session.model_validate_json(response.content))
-
-        return await self._call("mfa_verify", _lifecycle(call, token=True), retry_safe=False)
-
-    async def mfa_unenroll(self, access_token: str, factor_id: str) -> None:
-        def call() -> None:
-            self._user_client()._request("DELETE", f"factors/{factor_id}", jwt=access_token)
-
-        await self._call("mfa_unenroll", _lifecycle(call, token=True), retry_safe=True)
-
-    async def delete_user(self, user_id: str) -> None:
-        def call() -> None:
-            self._admin.delete_user(user_id)
-
-        # A repeat after a lost answer finds no user: the caller treats that as done.
-        await self._call("delete_user", call, retry_safe=True)
 
     def _user_client(self) -> SyncGoTrueClient:
         # Per call, so no user's session outlives the call; it shares the pool, and must
@@ -577,8 +434,8 @@ class SupabaseGateway:
             ) from None
         except AuthError as exc:
             mapped = self._map_error(operation, exc)
-            if _is_upstream_failure(exc, mapped):
-                self.breaker.record_failure(_evidence_caller(exc, caller))
+            if is_upstream_failure(exc, mapped):
+                self.breaker.record_failure(evidence_caller(exc, caller))
             else:
                 self.breaker.record_success()
             raise mapped from exc
@@ -606,7 +463,7 @@ class SupabaseGateway:
         self, operation: str, exc: Exception, trace: Trace, caller: Caller | None
     ) -> errors.AuthServiceError:
         """Something other than an SDK error: decide whose fault it is."""
-        if isinstance(exc, _BadListing) or _is_bad_record(exc):
+        if isinstance(exc, BadListing) or is_bad_record(exc):
             # The upstream answered, and what it holds for this request cannot be read:
             # that record's problem, not the upstream's health.
             self.breaker.release_probe()
@@ -637,7 +494,7 @@ class SupabaseGateway:
         deadline = DEADLINE.get()
 
         def retryable(exc: BaseException) -> bool:
-            return _is_retryable(exc, retry_safe=retry_safe)
+            return is_retryable(exc, retry_safe=retry_safe)
 
         def count_retry(_: RetryCallState) -> None:
             metrics.UPSTREAM_RETRIES.labels(operation).inc()
@@ -672,7 +529,7 @@ class SupabaseGateway:
             )
         if isinstance(exc, AuthApiError):
             refused = self._key_refusals.map(operation, exc.status, exc.code, exc.message)
-            return refused or _map_api_error(operation, exc, self.config.url)
+            return refused or map_api_error(operation, exc, self.config.url)
         log.error("upstream_unexpected_answer", operation=operation, error=type(exc).__name__)
         return errors.UpstreamUnavailable(
             retry_after=1,
@@ -690,54 +547,6 @@ class SupabaseGateway:
         log.warning(event, previous=old.name.lower())
 
 
-def _session_of(session: Session | None) -> AuthSession:
-    if session is None:
-        raise errors.EmailNotConfirmed()
-    return AuthSession.from_sdk(session)
-
-
-class _BadListing(ValueError):
-    """A user list page whose envelope cannot be read at all."""
-
-
-def _is_bad_record(exc: BaseException) -> bool:
-    """A record too deep (or otherwise unreadable by the SDK's models) inside a well-formed
-    answer; an answer that is not the expected JSON at all is not this."""
-    if isinstance(exc, RecursionError):
-        return True
-    if not isinstance(exc, ValidationError):
-        return False
-    for error in exc.errors(include_url=False, include_input=False):
-        message = str(error.get("msg", "")).lower()
-        if "recursion" in message or error.get("type") == "recursion_loop":
-            return True
-        location = {str(part) for part in error.get("loc", ())}
-        metadata = {"user_metadata", "app_metadata", "identities", "factors"}
-        if error.get("type") != "missing" and location & metadata:
-            return True
-    return False
-
-
-def _is_upstream_failure(exc: AuthError, mapped: errors.AuthServiceError) -> bool:
-    """Whether an SDK error is evidence that the upstream is unhealthy: a transport failure
-    or the upstream's own 5xx. A 4xx is an answer about the request, even one this service
-    does not map (it still answers 503 for it), and a refused key is configuration."""
-    if isinstance(mapped, errors.UpstreamMisconfigured):
-        return False
-    if isinstance(exc, AuthApiError):
-        return exc.status >= 500
-    return mapped.status >= 500
-
-
-def _evidence_caller(exc: AuthError, caller: Caller | None) -> Caller | None:
-    """Whose evidence an upstream failure is: a connect failure (nothing was sent) is
-    about the upstream alone (None); an answer or a failure after sending could have been
-    caused by the request, so it is tied to its caller (services.breaker)."""
-    if isinstance(exc.__cause__, _CONNECT_FAILURES):
-        return None
-    return caller
-
-
 def _outcome_of(exc: BaseException, trace: Trace) -> Outcome:
     """What a failed call tells the adaptive limit."""
     if isinstance(exc, AuthRetryableError) and exc.status == 0:
@@ -751,112 +560,3 @@ def _outcome_of(exc: BaseException, trace: Trace) -> Outcome:
 
 def _count_shed(reason: str, priority: Priority) -> None:
     metrics.ADMISSION_SHED.labels(reason, priority.name.lower()).inc()
-
-
-def _is_retryable(exc: BaseException, *, retry_safe: bool) -> bool:
-    if not isinstance(exc, AuthRetryableError):
-        return retry_safe and is_transient_key_error(exc)
-    cause = exc.__cause__
-    if isinstance(cause, UpstreamDeadline):
-        return False
-    if isinstance(cause, _CONNECT_FAILURES):
-        return True  # The request never left: always safe to repeat.
-    return retry_safe and (
-        exc.status in _RETRYABLE_STATUSES or isinstance(cause, httpx.TransportError)
-    )
-
-
-def is_transient_key_error(exc: BaseException) -> bool:
-    """A platform-side refusal of a key that a repeat may get past (for retry predicates)."""
-    return isinstance(exc, AuthApiError) and keyrefusals.is_transient_key_error(
-        exc.status, exc.code, exc.message
-    )
-
-
-_API_ERRORS: dict[str, type[errors.AuthServiceError]] = {
-    "invalid_credentials": errors.InvalidCredentials,
-    # An account with no password (OAuth or OTP only): GoTrue says so before any check.
-    "password_not_set": errors.InvalidCredentials,
-    "email_not_confirmed": errors.EmailNotConfirmed,
-    "phone_not_confirmed": errors.EmailNotConfirmed,
-    "user_banned": errors.UserBanned,
-    "refresh_token_not_found": errors.InvalidRefreshToken,
-    "refresh_token_already_used": errors.RefreshTokenReused,
-    "session_not_found": errors.SessionRevoked,
-    "session_expired": errors.SessionRevoked,
-    "email_exists": errors.EmailExists,
-    "user_already_exists": errors.EmailExists,
-    "weak_password": errors.WeakPassword,
-    "same_password": errors.ValidationFailed,
-    "validation_failed": errors.ValidationFailed,
-    "email_address_invalid": errors.ValidationFailed,
-    "user_not_found": errors.NotFound,
-    "over_request_rate_limit": errors.UpstreamRateLimited,
-    "over_email_send_rate_limit": errors.UpstreamRateLimited,
-    "conflict": errors.Conflict,
-}
-
-
-def _map_api_error(operation: str, exc: AuthApiError, url: str) -> errors.AuthServiceError:
-    code = exc.code or ""
-    if operation == "sign_out" and exc.status in (401, 403, 404):
-        return errors.SessionRevoked()
-    error_class = _API_ERRORS.get(code)
-    if error_class is not None:
-        if error_class is errors.ValidationFailed:
-            return error_class(exc.message)
-        return error_class()
-    if exc.status >= 500:
-        log.error("upstream_server_error", operation=operation, status=exc.status, code=code)
-        return errors.UpstreamUnavailable(
-            retry_after=1, debug=f"{url} failed with {exc.status} {code}"
-        )
-    log.error("upstream_unmapped_error", operation=operation, status=exc.status, code=code)
-    return errors.UpstreamUnavailable(
-        retry_after=1, debug=f"{url} answered {exc.status} {code}: {exc.message}"
-    )
-
-
-# -- account lifecycle: upstream answers that mean something specific to these flows ------
-
-_LIFECYCLE_ERRORS: dict[str, Callable[[], errors.AuthServiceError]] = {
-    "otp_expired": errors.InvalidCode,
-    "reauthentication_not_valid": errors.InvalidNonce,
-    "mfa_verification_failed": errors.InvalidMfaCode,
-    "mfa_challenge_expired": errors.MfaChallengeInvalid,
-    "mfa_ip_address_mismatch": errors.MfaChallengeInvalid,
-    "mfa_factor_name_conflict": errors.FactorExists,
-    "mfa_factor_not_found": lambda: errors.NotFound("No such factor."),
-    "too_many_enrolled_mfa_factors": lambda: errors.ValidationFailed(
-        "The maximum number of factors is enrolled; remove one first."
-    ),
-    "insufficient_aal": errors.InsufficientAssurance,
-    "flow_state_not_found": errors.InvalidAuthCode,
-    "flow_state_expired": errors.InvalidAuthCode,
-    "bad_code_verifier": errors.InvalidAuthCode,
-    "otp_disabled": lambda: errors.NotFound("No such account."),
-}
-# With a user's token, these mean the token or its session is gone, not a bad service key.
-_TOKEN_ERRORS: dict[str, Callable[[], errors.AuthServiceError]] = {
-    "bad_jwt": errors.InvalidToken,
-    "no_authorization": errors.InvalidToken,
-    "session_not_found": errors.SessionRevoked,
-    "user_not_found": errors.SessionRevoked,
-}
-
-
-def _lifecycle(fn: Callable[[], T], *, token: bool = False) -> Callable[[], T]:
-    """``fn`` with the lifecycle flows' upstream error codes mapped to ours (raised from the
-    worker thread, so they take the gateway's path for our own errors)."""
-
-    def call() -> T:
-        try:
-            return fn()
-        except AuthApiError as exc:
-            code = exc.code or ""
-            factory = (_TOKEN_ERRORS.get(code) if token else None) or _LIFECYCLE_ERRORS.get(code)
-            if factory is None:
-                raise
-            raise factory() from exc
-
-    return call
