@@ -125,7 +125,9 @@ async def test_mfa_verify_puts_the_aal2_session_in_the_cookie(
     verified = await client.post(verify, json={"code": totp.now()}, headers={**auth, **FROM_APP})
     cookie = assert_cookie_session(verified)
     fresh = await refreshes(client, cookie)
-    me = await client.get(f"{AUTH}/me", headers={"Authorization": f"Bearer {fresh['access_token']}"})
+    me = await client.get(
+        f"{AUTH}/me", headers={"Authorization": f"Bearer {fresh['access_token']}"}
+    )
     assert me.json()["aal"] == "aal2"
 
     # The same route without the transport header: bearer, the token in the body.
