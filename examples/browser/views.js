@@ -3,7 +3,7 @@
 // Adding a page (password reset, MFA enrolment...) is one entry here and, if it needs the
 // API, one method in client.js.
 
-import { errorBox, field, formValues, h, when } from "./ui.js";
+import { errorBox, field, formValues, h, mailboxLink, when } from "./ui.js";
 
 function form(id, submitLabel, fields, onSubmit) {
   const status = h("div", { class: "status", id: `${id}-status` });
@@ -53,7 +53,89 @@ export const signin = {
         },
       ),
       h("p", {}, "No account yet? ", h("a", { href: "#/register", id: "to-register" }, "Register")),
+      h(
+        "p",
+        {},
+        h("a", { href: "#/reset", id: "to-reset" }, "Forgot your password?"),
+        " · ",
+        h("a", { href: "#/code", id: "to-code" }, "Sign in with an emailed code"),
+      ),
     );
+  },
+};
+
+function codeField(id) {
+  return field("Code from the email", {
+    name: "code",
+    id: `${id}-code`,
+    required: true,
+    inputmode: "numeric",
+    pattern: "[0-9]{6}",
+    maxlength: 6,
+    autocomplete: "one-time-code",
+  });
+}
+
+// Two steps: mail a code to an address, then finish with the code (and more fields).
+function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish }) {
+  const next = h("div", { id: `${id}-next` });
+  return h(
+    "section",
+    { class: "card" },
+    h("h2", {}, heading),
+    h("p", {}, intro),
+    form(
+      `${id}-request`,
+      "Email me a code",
+      [field("Email", { name: "email", id: `${id}-email`, type: "email", required: true, autocomplete: "username" })],
+      async ({ email }) => {
+        await send(email);
+        next.replaceChildren(
+          // The same answer for every address: the page cannot tell who has an account.
+          h("p", { class: "ok", id: `${id}-sent` }, `If ${email} has an account, a code is on its way.`),
+          mailboxLink(ctx.mailbox, email),
+          form(id, finishLabel, [codeField(id), ...fields], async (values) => {
+            await finish(email, values);
+            ctx.go("account");
+          }),
+        );
+        next.querySelector("input")?.focus();
+      },
+    ),
+    next,
+    h("p", {}, h("a", { href: "#/signin" }, "Back to sign in")),
+  );
+}
+
+export const reset = {
+  title: "Reset password",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "reset",
+      heading: "Reset your password",
+      intro: "We email you a code; with it you choose a new password and are signed in. Every other session ends.",
+      send: (email) => ctx.client.requestPasswordReset(email),
+      fields: [field("New password", { name: "password", id: "reset-password", type: "password", required: true, autocomplete: "new-password" })],
+      finishLabel: "Set the new password",
+      finish: (email, { code, password }) => ctx.client.resetPassword(email, code, password),
+    });
+  },
+};
+
+export const code = {
+  title: "Email code",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "otp",
+      heading: "Sign in with an emailed code",
+      intro: "No password needed: we email a one-time code to your account's address.",
+      send: (email) => ctx.client.sendSignInCode(email),
+      fields: [],
+      finishLabel: "Sign in",
+      finish: (email, { code }) => ctx.client.signInWithCode(email, code),
+    });
   },
 };
 
@@ -201,4 +283,104 @@ export const account = {
   },
 };
 
-export const views = { signin, register, account };
+async function guardedIn(status, action) {
+  status.replaceChildren();
+  try {
+    await action();
+  } catch (error) {
+    status.replaceChildren(errorBox(error));
+  }
+}
+
+export const mfa = {
+  title: "MFA",
+  auth: true,
+  render(ctx) {
+    const client = ctx.client;
+    const status = h("div", { class: "status", id: "mfa-status" });
+    const aal = h("strong", { id: "mfa-aal" }, "…");
+    const factors = h("tbody", { id: "factors" });
+    const enrolment = h("div", { id: "mfa-enrolment" });
+    const guarded = (action) => guardedIn(status, action);
+
+    async function load() {
+      const [me, list] = await Promise.all([client.me(), client.factors()]);
+      aal.textContent = me.aal;
+      factors.replaceChildren(
+        ...list.map((f) =>
+          h(
+            "tr",
+            { "data-factor": f.id, "data-status": f.status },
+            h("td", {}, f.friendly_name || "(unnamed)"),
+            h("td", {}, f.factor_type),
+            h("td", { class: "factor-status" }, f.status),
+            h("td", {}, new Date(f.created_at).toLocaleString()),
+            h(
+              "td",
+              {},
+              h(
+                "button",
+                {
+                  class: "small",
+                  "data-unenroll": f.id,
+                  onclick: () =>
+                    guarded(async () => {
+                      await client.unenrollFactor(f.id);
+                      enrolment.replaceChildren();
+                      await load();
+                    }),
+                },
+                "Remove",
+              ),
+            ),
+          ),
+        ),
+      );
+      if (!list.length) factors.replaceChildren(h("tr", {}, h("td", { colspan: 5 }, "No authenticator yet.")));
+    }
+
+    function showEnrolment(factor) {
+      const qr = String(factor.totp?.qr_code || "");
+      enrolment.replaceChildren(
+        h("p", {}, "Scan the QR code with an authenticator app (or type the secret), then enter the 6-digit code it shows."),
+        // An SVG in an <img> runs no script; anything but an image data: URI is not shown.
+        qr.startsWith("data:image/") ? h("img", { src: qr, alt: "QR code of the authenticator secret", id: "mfa-qr", class: "qr" }) : null,
+        h("p", {}, "Secret: ", h("code", { id: "mfa-secret" }, factor.totp?.secret || "")),
+        form(
+          "mfa-verify",
+          "Verify",
+          [field("Code from the app", { name: "code", id: "mfa-code", required: true, inputmode: "numeric", pattern: "[0-9]{6}", maxlength: 6, autocomplete: "one-time-code" })],
+          async ({ code }) => {
+            await client.verifyFactor(factor.id, code);
+            enrolment.replaceChildren(h("p", { class: "ok", id: "mfa-verified" }, "Verified: this session is now at aal2."));
+            await load();
+          },
+        ),
+      );
+    }
+
+    guarded(load);
+    return h(
+      "section",
+      { class: "card wide" },
+      h("h2", {}, "Two-factor authentication (TOTP)"),
+      h("p", {}, "This session's assurance level: ", aal, " (aal2 after an authenticator code)."),
+      status,
+      h("h3", {}, "Your authenticators (GET /mfa/factors)"),
+      h("table", { class: "sessions" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Status"), h("th", {}, "Added"), h("th", {}, ""))), factors),
+      h("h3", {}, "Add one (POST /mfa/factors)"),
+      form(
+        "mfa-enrol",
+        "Add an authenticator",
+        [field("Name", { name: "name", id: "mfa-name", value: "Authenticator app", maxlength: 64 })],
+        async ({ name }) => {
+          showEnrolment(await client.enrollTotp(name));
+          await load();
+        },
+      ),
+      enrolment,
+    );
+  },
+};
+
+export const views = { signin, register, reset, code, account, mfa };

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
@@ -102,9 +103,12 @@ def api_url(server: AppServer) -> str:
     return f"http://localhost:{server.port}"
 
 
-def open_app(context: BrowserContext, page_port: int, server: AppServer, mode: str) -> Page:
+def open_app(
+    context: BrowserContext, page_port: int, server: AppServer, mode: str, mailbox: str = ""
+) -> Page:
     page = context.new_page()
-    page.goto(f"http://localhost:{page_port}/?api={api_url(server)}&mode={mode}")
+    extra = f"&mailbox={mailbox}" if mailbox else ""
+    page.goto(f"http://localhost:{page_port}/?api={api_url(server)}&mode={mode}{extra}")
     page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
     return page
 
@@ -445,3 +449,164 @@ def test_forged_cross_site_posts_are_refused(
         # Grace 0: had a forgery rotated the token, this would be refresh_token_reused.
         result = page.evaluate("window.supaguard.refresh().then(() => 'ok', (e) => e.code)")
         assert result == "ok"
+
+
+def mail(localauth: LocalAuth, to: str, kind: str) -> dict[str, Any]:
+    """The newest mail of ``kind`` to ``to`` in localauth's mailbox, over HTTP (waits 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = httpx.get(f"{localauth.url}/mailbox/messages", params={"to": to}).json()
+        of_kind: list[dict[str, Any]] = [m for m in found["messages"] if m["type"] == kind]
+        if of_kind:
+            return of_kind[0]
+        assert time.monotonic() < deadline, f"no {kind} mail to {to}"
+        time.sleep(0.05)
+
+
+def sign_out(page: Page) -> None:
+    page.goto(page.url.split("#")[0] + "#/account")
+    page.click("#signout")
+    page.wait_for_selector("body[data-view=signin] #notice", timeout=WAIT_MS)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["cookie", "bearer"])
+def test_mfa_password_reset_and_email_code_pages(
+    mode: str,
+    context: BrowserContext,
+    page_port: int,
+    localauth: LocalAuth,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """MFA: enrol (the QR code renders), verify with a TOTP code (the session becomes aal2
+    with new tokens), unenrol (back to aal1). Password reset with the code read from the
+    mailbox (a wrong code first). Sign-in with an emailed code. In cookie mode, no
+    response the page's scripts see, and no storage, ever holds a refresh token."""
+    bodies: list[str] = []
+
+    def record(body: str) -> None:
+        bodies.append(body)
+
+    context.expose_function("__record", record)
+    context.add_init_script(SPY)
+    cookies: set[str] = set()
+
+    def keep_cookie() -> None:
+        cookie = refresh_cookie(context)
+        assert (cookie is not None) is (mode == "cookie")
+        if cookie is not None:
+            assert cookie["httpOnly"] is True
+            assert cookie["path"] == f"{AUTH}/refresh"
+            assert cookie["value"] not in cookies, "the flow did not replace the cookie"
+            cookies.add(cookie["value"])
+        assert page.evaluate("document.cookie") == ""
+
+    with api(localauth, redis_url, redis_prefix, tmp_path / "app", page_port) as server:
+        page = open_app(context, page_port, server, mode, mailbox=localauth.url)
+        email = new_email()
+        register_and_sign_in(page, email, tmp_path, "")
+        keep_cookie()
+
+        # MFA: enrol, scan (here: read the secret), verify, unenrol.
+        page.click("nav a[href='#/mfa']")
+        page.wait_for_function(
+            "document.querySelector('#mfa-aal')?.textContent === 'aal1'", timeout=WAIT_MS
+        )
+        page.click("#mfa-enrol-submit")
+        page.wait_for_selector("#mfa-qr", timeout=WAIT_MS)
+        page.wait_for_function(
+            "document.querySelector('#mfa-qr').complete && "
+            "document.querySelector('#mfa-qr').naturalWidth > 0",
+            timeout=WAIT_MS,
+        )
+        assert str(page.locator("#mfa-qr").get_attribute("src")).startswith("data:image/svg+xml")
+        page.wait_for_selector("#factors tr[data-status=unverified]", timeout=WAIT_MS)
+        totp = pyotp.TOTP(text(page, "#mfa-secret"))
+        if mode == "cookie":
+            shot(page, tmp_path, "mfa-enrol")
+        page.fill("#mfa-code", "000000" if totp.now() != "000000" else "111111")
+        page.click("#mfa-verify-submit")
+        error = page.locator("#mfa-verify-status .error")
+        assert error.get_attribute("data-code", timeout=WAIT_MS) == "invalid_mfa_code"
+        before = page.evaluate("window.supaguard.session.access_token")
+        page.fill("#mfa-code", totp.now())
+        page.click("#mfa-verify-submit")
+        page.wait_for_selector("#mfa-verified", timeout=WAIT_MS)
+        page.wait_for_selector("#factors tr[data-status=verified]", timeout=WAIT_MS)
+        assert text(page, "#mfa-aal") == "aal2"
+        assert page.evaluate("window.supaguard.session.access_token") != before
+        keep_cookie()
+        if mode == "cookie":
+            shot(page, tmp_path, "mfa-verified")
+        # The aal2 session survives a reload: the refresh (cookie or stored token) is aal2.
+        page.reload()
+        page.wait_for_selector("body[data-view=mfa]", timeout=WAIT_MS)
+        page.wait_for_function(
+            "document.querySelector('#mfa-aal')?.textContent === 'aal2'", timeout=WAIT_MS
+        )
+        keep_cookie()
+        page.click("#factors [data-unenroll]")
+        page.wait_for_function(
+            "document.querySelector('#mfa-aal')?.textContent === 'aal1' && "
+            "!document.querySelector('#factors tr[data-factor]')",
+            timeout=WAIT_MS,
+        )
+        keep_cookie()
+        sign_out(page)
+
+        # Password reset with the mailed code.
+        page.click("#to-reset")
+        page.fill("#reset-email", email)
+        page.click("#reset-request-submit")
+        page.wait_for_selector("#reset-sent", timeout=WAIT_MS)
+        link = str(page.locator("#mailbox-link").get_attribute("href"))
+        assert link == f"{localauth.url}/mailbox/messages?to={email.replace('@', '%40')}"
+        code = mail(localauth, email, "recovery")["otp"]
+        page.fill("#reset-code", "000000" if code != "000000" else "111111")
+        page.fill("#reset-password", "Another-Horse-77")
+        page.click("#reset-submit")
+        error = page.locator("#reset-status .error")
+        assert error.get_attribute("data-code", timeout=WAIT_MS) == "invalid_code"
+        if mode == "cookie":
+            shot(page, tmp_path, "reset-code")
+        page.fill("#reset-code", code)
+        page.click("#reset-submit")
+        page.wait_for_selector("#me-email", timeout=WAIT_MS)
+        assert text(page, "#me-email") == email
+        keep_cookie()
+        old = httpx.post(
+            server.url + f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD}
+        )
+        assert old.json()["code"] == "invalid_credentials"
+        sign_out(page)
+
+        # Sign in with an emailed code.
+        page.click("#to-code")
+        page.fill("#otp-email", email)
+        page.click("#otp-request-submit")
+        page.wait_for_selector("#otp-sent", timeout=WAIT_MS)
+        page.fill("#otp-code", mail(localauth, email, "magiclink")["otp"])
+        if mode == "cookie":
+            shot(page, tmp_path, "email-code")
+        page.click("#otp-submit")
+        page.wait_for_selector("#me-email", timeout=WAIT_MS)
+        assert text(page, "#me-email") == email
+        keep_cookie()
+        done = page.evaluate("window.supaguard.refreshes")
+        page.click("#refresh-now")
+        page.wait_for_function(f"window.supaguard.refreshes === {done + 1}", timeout=WAIT_MS)
+        keep_cookie()
+
+        storage = page.evaluate("JSON.stringify({...localStorage, ...sessionStorage})")
+        if mode == "cookie":
+            assert len(cookies) == 7
+            assert not [c for c in cookies if c in storage]
+            assert len(bodies) >= 15
+            assert not [b for b in bodies if '"refresh_token":' in b]
+            assert not [b for b in bodies if any(c in b for c in cookies)]
+        else:
+            assert page.evaluate("window.supaguard.visibleRefreshToken") in storage
+            assert sum('"refresh_token":' in b for b in bodies) >= 5
+        page.close()
