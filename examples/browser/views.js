@@ -49,7 +49,7 @@ export const signin = {
         ],
         async ({ email, password }) => {
           await ctx.client.signIn(email, password);
-          ctx.go("account");
+          await afterSignIn(ctx);
         },
       ),
       h("p", {}, "No account yet? ", h("a", { href: "#/register", id: "to-register" }, "Register")),
@@ -63,6 +63,18 @@ export const signin = {
     );
   },
 };
+
+// A sign-in is aal1. An account with a verified authenticator goes on to the MFA page,
+// which asks for a code to reach aal2 (needed to remove a factor, or by ADMIN_REQUIRE_AAL2).
+async function afterSignIn(ctx) {
+  let factors = [];
+  try {
+    factors = await ctx.client.factors();
+  } catch {
+    // The account page works without it.
+  }
+  ctx.go(factors.some((f) => f.status === "verified") ? "mfa" : "account");
+}
 
 function codeField(id) {
   return field("Code from the email", {
@@ -96,7 +108,7 @@ function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish 
           mailboxLink(ctx.mailbox, email),
           form(id, finishLabel, [codeField(id), ...fields], async (values) => {
             await finish(email, values);
-            ctx.go("account");
+            await afterSignIn(ctx);
           }),
         );
         next.querySelector("input")?.focus();
@@ -301,11 +313,32 @@ export const mfa = {
     const aal = h("strong", { id: "mfa-aal" }, "…");
     const factors = h("tbody", { id: "factors" });
     const enrolment = h("div", { id: "mfa-enrolment" });
+    const stepUp = h("div", { id: "mfa-stepup-box" });
     const guarded = (action) => guardedIn(status, action);
 
     async function load() {
       const [me, list] = await Promise.all([client.me(), client.factors()]);
       aal.textContent = me.aal;
+      // Signed in at aal1 with a verified factor: answer a challenge to reach aal2.
+      const verified = list.find((f) => f.status === "verified");
+      stepUp.replaceChildren(
+        me.aal === "aal1" && verified
+          ? h(
+              "div",
+              { class: "notice" },
+              h("p", {}, `Enter the code from “${verified.friendly_name || "your authenticator"}” to verify this session (aal2).`),
+              form(
+                "mfa-stepup",
+                "Verify this session",
+                [field("Code from the app", { name: "code", id: "mfa-stepup-code", required: true, inputmode: "numeric", pattern: "[0-9]{6}", maxlength: 6, autocomplete: "one-time-code" })],
+                async ({ code }) => {
+                  await client.verifyFactor(verified.id, code);
+                  await load();
+                },
+              ),
+            )
+          : null,
+      );
       factors.replaceChildren(
         ...list.map((f) =>
           h(
@@ -365,6 +398,7 @@ export const mfa = {
       { class: "card wide" },
       h("h2", {}, "Two-factor authentication (TOTP)"),
       h("p", {}, "This session's assurance level: ", aal, " (aal2 after an authenticator code)."),
+      stepUp,
       status,
       h("h3", {}, "Your authenticators (GET /mfa/factors)"),
       h("table", { class: "sessions" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Status"), h("th", {}, "Added"), h("th", {}, ""))), factors),

@@ -481,7 +481,8 @@ def test_mfa_password_reset_and_email_code_pages(
     tmp_path: Path,
 ) -> None:
     """MFA: enrol (the QR code renders), verify with a TOTP code (the session becomes aal2
-    with new tokens), unenrol (back to aal1). Password reset with the code read from the
+    with new tokens); a new sign-in asks for a code before the factor can be removed;
+    unenrol (back to aal1). Password reset with the code read from the
     mailbox (a wrong code first). Sign-in with an emailed code. In cookie mode, no
     response the page's scripts see, and no storage, ever holds a refresh token."""
     bodies: list[str] = []
@@ -547,6 +548,26 @@ def test_mfa_password_reset_and_email_code_pages(
             "document.querySelector('#mfa-aal')?.textContent === 'aal2'", timeout=WAIT_MS
         )
         keep_cookie()
+        # A new sign-in is aal1: the page goes to the MFA page and asks for a code; until
+        # then removing the verified factor is refused.
+        sign_out(page)
+        page.fill("#signin-email", email)
+        page.fill("#signin-password", TEST_PASSWORD)
+        page.click("#signin-submit")
+        page.wait_for_selector("body[data-view=mfa] #mfa-stepup", timeout=WAIT_MS)
+        assert text(page, "#mfa-aal") == "aal1"
+        keep_cookie()
+        page.click("#factors [data-unenroll]")
+        error = page.locator("#mfa-status .error")
+        assert error.get_attribute("data-code", timeout=WAIT_MS) == "insufficient_aal"
+        page.fill("#mfa-stepup-code", totp.now())
+        page.click("#mfa-stepup-submit")
+        page.wait_for_function(
+            "document.querySelector('#mfa-aal')?.textContent === 'aal2' && "
+            "!document.querySelector('#mfa-stepup')",
+            timeout=WAIT_MS,
+        )
+        keep_cookie()
         page.click("#factors [data-unenroll]")
         page.wait_for_function(
             "document.querySelector('#mfa-aal')?.textContent === 'aal1' && "
@@ -601,7 +622,7 @@ def test_mfa_password_reset_and_email_code_pages(
 
         storage = page.evaluate("JSON.stringify({...localStorage, ...sessionStorage})")
         if mode == "cookie":
-            assert len(cookies) == 7
+            assert len(cookies) == 9
             assert not [c for c in cookies if c in storage]
             assert len(bodies) >= 15
             assert not [b for b in bodies if '"refresh_token":' in b]
