@@ -16,6 +16,11 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+// node.replaceChildren(), skipping null/false children (the DOM would show them as text).
+export function fill(node, ...children) {
+  node.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 // What to tell a person for an ApiError; field errors are listed under the message.
 export function describe(error) {
   if (!error || !error.code) return { message: String(error), fields: [] };

@@ -3,7 +3,7 @@
 // Adding a page (password reset, MFA enrolment...) is one entry here and, if it needs the
 // API, one method in client.js.
 
-import { errorBox, field, formValues, h, mailboxLink, when } from "./ui.js";
+import { errorBox, field, fill, formValues, h, mailboxLink, when } from "./ui.js";
 
 function form(id, submitLabel, fields, onSubmit) {
   const status = h("div", { class: "status", id: `${id}-status` });
@@ -102,7 +102,8 @@ function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish 
       [field("Email", { name: "email", id: `${id}-email`, type: "email", required: true, autocomplete: "username" })],
       async ({ email }) => {
         await send(email);
-        next.replaceChildren(
+        fill(
+          next,
           // The same answer for every address: the page cannot tell who has an account.
           h("p", { class: "ok", id: `${id}-sent` }, `If ${email} has an account, a code is on its way.`),
           mailboxLink(ctx.mailbox, email),
@@ -321,7 +322,8 @@ export const mfa = {
       aal.textContent = me.aal;
       // Signed in at aal1 with a verified factor: answer a challenge to reach aal2.
       const verified = list.find((f) => f.status === "verified");
-      stepUp.replaceChildren(
+      fill(
+        stepUp,
         me.aal === "aal1" && verified
           ? h(
               "div",
@@ -374,7 +376,8 @@ export const mfa = {
 
     function showEnrolment(factor) {
       const qr = String(factor.totp?.qr_code || "");
-      enrolment.replaceChildren(
+      fill(
+        enrolment,
         h("p", {}, "Scan the QR code with an authenticator app (or type the secret), then enter the 6-digit code it shows."),
         // An SVG in an <img> runs no script; anything but an image data: URI is not shown.
         qr.startsWith("data:image/") ? h("img", { src: qr, alt: "QR code of the authenticator secret", id: "mfa-qr", class: "qr" }) : null,
