@@ -140,6 +140,16 @@ export class SupaguardClient extends EventTarget {
     return this.session;
   }
 
+  // Address confirmation (REGISTER_EMAIL_CONFIRM=false): the code signs in.
+  async resendConfirmation(email) {
+    await this._call("POST", "/api/v1/auth/email/confirm/resend", { email });
+  }
+
+  async confirmEmail(email, code) {
+    this._accept(await this._call("POST", "/api/v1/auth/email/confirm", { email, code }));
+    return this.session;
+  }
+
   // Passwordless sign-in: mail a code to an existing account, then sign in with it.
   async sendSignInCode(email) {
     await this._call("POST", "/api/v1/auth/otp", { email });

@@ -26,7 +26,7 @@ export function describe(error) {
   if (!error || !error.code) return { message: String(error), fields: [] };
   const messages = {
     invalid_credentials: "Wrong email or password.",
-    email_not_confirmed: "Confirm your email address first (see the local mailbox in dev).",
+    email_not_confirmed: "Confirm your email address first (Confirm email above; the local mailbox in dev).",
     user_banned: "This account is suspended.",
     email_exists: "An account with this email already exists. Sign in instead.",
     validation_failed: "Please check the form.",

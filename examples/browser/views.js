@@ -88,6 +88,20 @@ function codeField(id) {
   });
 }
 
+// The second step: the mailed code (and more fields), then on to the signed-in pages.
+function codeStep(ctx, into, { id, email, sent, fields, finishLabel, finish }) {
+  fill(
+    into,
+    h("p", { class: "ok", id: `${id}-sent` }, sent),
+    mailboxLink(ctx.mailbox, email),
+    form(id, finishLabel, [codeField(id), ...fields], async (values) => {
+      await finish(email, values);
+      await afterSignIn(ctx);
+    }),
+  );
+  into.querySelector("input")?.focus();
+}
+
 // Two steps: mail a code to an address, then finish with the code (and more fields).
 function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish }) {
   const next = h("div", { id: `${id}-next` });
@@ -102,17 +116,8 @@ function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish 
       [field("Email", { name: "email", id: `${id}-email`, type: "email", required: true, autocomplete: "username" })],
       async ({ email }) => {
         await send(email);
-        fill(
-          next,
-          // The same answer for every address: the page cannot tell who has an account.
-          h("p", { class: "ok", id: `${id}-sent` }, `If ${email} has an account, a code is on its way.`),
-          mailboxLink(ctx.mailbox, email),
-          form(id, finishLabel, [codeField(id), ...fields], async (values) => {
-            await finish(email, values);
-            await afterSignIn(ctx);
-          }),
-        );
-        next.querySelector("input")?.focus();
+        // The same answer for every address: the page cannot tell who has an account.
+        codeStep(ctx, next, { id, email, sent: `If ${email} has an account, a code is on its way.`, fields, finishLabel, finish });
       },
     ),
     next,
@@ -132,6 +137,23 @@ export const reset = {
       fields: [field("New password", { name: "password", id: "reset-password", type: "password", required: true, autocomplete: "new-password" })],
       finishLabel: "Set the new password",
       finish: (email, { code, password }) => ctx.client.resetPassword(email, code, password),
+    });
+  },
+};
+
+// For a user who comes back later (or whose code expired): mail the confirmation again.
+export const confirm = {
+  title: "Confirm email",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "confirm",
+      heading: "Confirm your email address",
+      intro: "We email the confirmation code again; enter it to confirm the address and sign in.",
+      send: (email) => ctx.client.resendConfirmation(email),
+      fields: [],
+      finishLabel: "Confirm",
+      finish: (email, { code }) => ctx.client.confirmEmail(email, code),
     });
   },
 };
@@ -171,8 +193,19 @@ export const register = {
         ],
         async ({ name, email, password }) => {
           const result = await ctx.client.register(email, password, name ? { name } : {});
-          if (result.session) ctx.go("account");
-          else done.replaceChildren(h("p", { class: "ok" }, "Check your email to confirm the address, then sign in."));
+          if (result.session) {
+            ctx.go("account");
+            return;
+          }
+          // REGISTER_EMAIL_CONFIRM=false: confirm the address with the mailed code.
+          codeStep(ctx, done, {
+            id: "confirm",
+            email,
+            sent: `We sent a code to ${email}: enter it to confirm the address and sign in.`,
+            fields: [],
+            finishLabel: "Confirm",
+            finish: (address, { code }) => ctx.client.confirmEmail(address, code),
+          });
         },
       ),
       done,
@@ -420,4 +453,4 @@ export const mfa = {
   },
 };
 
-export const views = { signin, register, reset, code, account, mfa };
+export const views = { signin, register, confirm, reset, code, account, mfa };

@@ -639,3 +639,83 @@ def test_mfa_password_reset_and_email_code_pages(
             assert page.evaluate("window.supaguard.visibleRefreshToken") in storage
             assert sum('"refresh_token":' in b for b in bodies) >= 5
         page.close()
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.parametrize("mode", ["cookie", "bearer"])
+def test_registration_with_email_confirmation(
+    mode: str,
+    context: BrowserContext,
+    page_port: int,
+    localauth: LocalAuth,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """REGISTER_EMAIL_CONFIRM=false: registering asks for the mailed code (sign-in is
+    refused until then); a wrong code is shown, the right one signs in. A user who comes
+    back later confirms on the "Confirm email" page. No readable response holds a refresh
+    token in cookie mode."""
+    bodies: list[str] = []
+
+    def record(body: str) -> None:
+        bodies.append(body)
+
+    context.expose_function("__record", record)
+    context.add_init_script(SPY)
+    with api(
+        localauth,
+        redis_url,
+        redis_prefix,
+        tmp_path / "app",
+        page_port,
+        register_email_confirm="false",
+    ) as server:
+        page = open_app(context, page_port, server, mode)
+        email = new_email()
+        page.click("#to-register")
+        page.fill("#register-email", email)
+        page.fill("#register-password", TEST_PASSWORD)
+        page.click("#register-submit")
+        page.wait_for_selector("#confirm-sent", timeout=WAIT_MS)
+        assert refresh_cookie(context) is None
+        early = httpx.post(
+            server.url + f"{AUTH}/login", json={"email": email, "password": TEST_PASSWORD}
+        )
+        assert early.json()["code"] == "email_not_confirmed"
+        code = mail(localauth, email, "signup")["otp"]
+        page.fill("#confirm-code", "000000" if code != "000000" else "111111")
+        page.click("#confirm-submit")
+        error = page.locator("#confirm-status .error")
+        assert error.get_attribute("data-code", timeout=WAIT_MS) == "invalid_code"
+        page.fill("#confirm-code", code)
+        page.click("#confirm-submit")
+        page.wait_for_selector("#me-email", timeout=WAIT_MS)
+        assert text(page, "#me-email") == email
+        cookie = refresh_cookie(context)
+        if mode == "bearer":
+            assert cookie is None
+            assert page.evaluate("window.supaguard.visibleRefreshToken")
+            return
+        assert cookie["httpOnly"] is True
+        sign_out(page)
+
+        # Registered elsewhere, confirmed later: the "Confirm email" page.
+        later = new_email()
+        created = httpx.post(
+            server.url + f"{AUTH}/register", json={"email": later, "password": TEST_PASSWORD}
+        )
+        assert created.json()["session"] is None
+        page.click("nav a[href='#/confirm']")
+        page.fill("#confirm-email", later)
+        page.click("#confirm-request-submit")
+        page.wait_for_selector("#confirm-sent", timeout=WAIT_MS)
+        page.fill("#confirm-code", mail(localauth, later, "signup")["otp"])
+        page.click("#confirm-submit")
+        page.wait_for_selector("#me-email", timeout=WAIT_MS)
+        assert text(page, "#me-email") == later
+        second = refresh_cookie(context)
+        assert second["value"] != cookie["value"]
+        assert not [b for b in bodies if '"refresh_token":' in b]
+        assert not [b for b in bodies if cookie["value"] in b or second["value"] in b]
+        page.close()
