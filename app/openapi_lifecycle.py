@@ -107,6 +107,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=s.PasswordResetBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:email_confirm_resend": Operation(
         "Mail the address confirmation again (202 for every address)",
@@ -122,6 +123,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=s.EmailedSecretBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:otp": Operation(
         "Mail a sign-in code and magic link (202 for every address)",
@@ -137,6 +139,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=s.EmailedSecretBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:oauth_authorize": Operation(
         "The provider sign-in URL (PKCE) and the flow_id to keep",
@@ -150,6 +153,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=s.OAuthCallbackBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:reauthenticate": Operation(
         "Mail a one-time nonce proving a fresh sign-in",
@@ -179,6 +183,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("EmailChange"),
         body=s.EmailedSecretBody,
         problems=(*_BODY_ERRORS, 401, 403),
+        transport=True,
     ),
     "auth:profile": Operation(
         "Merge fields into user_metadata (null removes one)",
@@ -222,6 +227,7 @@ OPERATIONS: dict[str, Operation] = {
         ok_schema=ref("Session"),
         body=s.MfaVerifyBody,
         problems=(*_BODY_ERRORS, *_SIGNED_IN, 404),
+        transport=True,
     ),
     "auth:mfa_unenroll": Operation(
         "Remove a factor (a verified one needs aal2)",

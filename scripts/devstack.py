@@ -276,7 +276,8 @@ def main() -> None:
             # "localhost" for both: the page and the API must be the same site for the
             # SameSite=Strict refresh cookie (127.0.0.1 and localhost are different sites).
             print(
-                f"dev: example frontend at {frontend}/?api=http://localhost:{args.port}\n"
+                f"dev: example frontend at {frontend}/?api=http://localhost:{args.port}"
+                f"&mailbox={supabase['SUPABASE_URL']}\n"
                 f"     (sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}; docs/frontend.md)\n",
                 flush=True,
             )

@@ -8,6 +8,7 @@ service, in Redis, so every instance refuses them at once.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from services import audit, errors
 from services.flows import FlowDeps, SecretGuard, session_ids
@@ -27,7 +28,9 @@ class MfaService:
         totp = answer.get("totp") or {}
         qr = str(totp.get("qr_code", ""))
         if qr and not qr.startswith("data:"):
-            qr = "data:image/svg+xml;utf-8," + qr
+            # Percent-encoded: a raw "#" (the SVG's colours) would end the URI there, and a
+            # browser's <img> would show nothing (the SDKs' "data:...;utf-8,<svg" does that).
+            qr = "data:image/svg+xml;charset=utf-8," + quote(qr, safe="")
         return {
             "id": answer.get("id"),
             "type": "totp",

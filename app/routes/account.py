@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import transport
 from app.authz import auth_context
 from app.body import read_model
 from app.lifecycle_schemas import (
@@ -58,11 +59,12 @@ async def change_email(request: Request) -> Response:
 
 async def confirm_email_change(request: Request) -> Response:
     """Confirm one half of an email change with its code or link"""
+    via = transport.begin(request)
     body = await read_model(request, EmailedSecretBody)
     result = await flows(request).account.confirm_email_change(secret_of(body), _client(request))
     if result.session is None:
-        return JSONResponse({"status": "pending", "session": None})
-    return JSONResponse({"status": "changed", "session": result.session.to_json()})
+        return via.respond({"status": "pending", "session": None})
+    return via.respond({"status": "changed", "session": via.session_json(result.session.to_json())})
 
 
 async def update_profile(request: Request) -> Response:

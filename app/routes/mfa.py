@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import transport
 from app.authz import auth_context
 from app.body import read_model
 from app.lifecycle_schemas import MfaEnrollBody, MfaVerifyBody
@@ -37,6 +38,7 @@ async def challenge(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     """Answer a challenge with the authenticator code; the session becomes aal2"""
+    via = transport.begin(request)
     body = await read_model(request, MfaVerifyBody)
     ctx = auth_context(request)
     assert ctx.token is not None
@@ -48,7 +50,7 @@ async def verify(request: Request) -> Response:
         body.code,
         ctx.client_ip,
     )
-    return JSONResponse(session.to_json())
+    return via.respond(via.session_json(session.to_json()))
 
 
 async def unenroll(request: Request) -> Response:

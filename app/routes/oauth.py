@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import transport
 from app.body import read_model
 from app.lifecycle_schemas import OAuthCallbackBody
 from app.routes.auth import _client
@@ -25,9 +26,10 @@ async def authorize(request: Request) -> Response:
 
 async def callback(request: Request) -> Response:
     """Exchange the code the provider redirect brought back for a session"""
+    via = transport.begin(request)
     body = await read_model(request, OAuthCallbackBody)
     session = await flows(request).oauth.callback(body.flow_id, body.code, _client(request))
-    return JSONResponse(session.to_json())
+    return via.respond(via.session_json(session.to_json()))
 
 
 ROUTES: list[RouteSpec] = [

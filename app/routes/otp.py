@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from app import transport
 from app.body import read_model
 from app.lifecycle_schemas import EmailBody, EmailedSecretBody
 from app.routes.auth import _client
@@ -20,9 +21,10 @@ async def send(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     """Sign in with the emailed code or the magic link's token hash"""
+    via = transport.begin(request)
     body = await read_model(request, EmailedSecretBody)
     session = await flows(request).otp.verify(secret_of(body), _client(request))
-    return JSONResponse(session.to_json())
+    return via.respond(via.session_json(session.to_json()))
 
 
 ROUTES: list[RouteSpec] = [

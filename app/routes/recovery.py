@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from app import transport
 from app.body import read_model
 from app.lifecycle_schemas import EmailBody, PasswordResetBody
 from app.routes.auth import _client
@@ -20,9 +21,10 @@ async def recover(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     """Set a new password with the emailed code; ends every other session"""
+    via = transport.begin(request)
     body = await read_model(request, PasswordResetBody)
     session = await flows(request).recovery.reset(secret_of(body), body.password, _client(request))
-    return JSONResponse(session.to_json())
+    return via.respond(via.session_json(session.to_json()))
 
 
 ROUTES: list[RouteSpec] = [

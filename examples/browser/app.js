@@ -11,6 +11,9 @@ const api =
   localStorage.getItem("supaguard.api") ||
   `${location.protocol}//${location.hostname}:8000`;
 const mode = params.get("mode") || localStorage.getItem("supaguard.mode") || "cookie";
+// localauth's URL in development, for links to its mailbox (optional).
+const mailbox = params.get("mailbox") || localStorage.getItem("supaguard.mailbox") || "";
+if (mailbox) localStorage.setItem("supaguard.mailbox", mailbox);
 localStorage.setItem("supaguard.api", api);
 localStorage.setItem("supaguard.mode", mode);
 
@@ -25,6 +28,7 @@ let notice = null;
 
 const ctx = {
   client,
+  mailbox,
   go(name) {
     if (location.hash === `#/${name}`) render();
     else location.hash = `#/${name}`;

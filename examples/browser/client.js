@@ -129,6 +129,61 @@ export class SupaguardClient extends EventTarget {
     }
   }
 
+  // Forgotten password: mail a code (the answer is the same 202 for every address), then
+  // set a new password with it. The reset signs in and ends every other session.
+  async requestPasswordReset(email) {
+    await this._call("POST", "/api/v1/auth/password/recover", { email });
+  }
+
+  async resetPassword(email, code, password) {
+    this._accept(await this._call("POST", "/api/v1/auth/password/reset", { email, code, password }));
+    return this.session;
+  }
+
+  // Address confirmation (REGISTER_EMAIL_CONFIRM=false): the code signs in.
+  async resendConfirmation(email) {
+    await this._call("POST", "/api/v1/auth/email/confirm/resend", { email });
+  }
+
+  async confirmEmail(email, code) {
+    this._accept(await this._call("POST", "/api/v1/auth/email/confirm", { email, code }));
+    return this.session;
+  }
+
+  // Passwordless sign-in: mail a code to an existing account, then sign in with it.
+  async sendSignInCode(email) {
+    await this._call("POST", "/api/v1/auth/otp", { email });
+  }
+
+  async signInWithCode(email, code) {
+    this._accept(await this._call("POST", "/api/v1/auth/otp/verify", { email, code }));
+    return this.session;
+  }
+
+  // MFA (TOTP). enrollTotp answers {id, totp: {secret, uri, qr_code}}; qr_code is an SVG
+  // data: URI for an <img>. The factor stays "unverified" until verifyFactor succeeds.
+  async factors() {
+    return (await this._authed("GET", "/api/v1/auth/mfa/factors")).factors;
+  }
+
+  async enrollTotp(friendlyName) {
+    return this._authed("POST", "/api/v1/auth/mfa/factors", { friendly_name: friendlyName });
+  }
+
+  // The answer is this session at aal2 with new tokens (a new cookie in cookie mode).
+  async verifyFactor(id, code) {
+    const path = `/api/v1/auth/mfa/factors/${encodeURIComponent(id)}/verify`;
+    this._accept(await this._authed("POST", path, { code }));
+    return this.session;
+  }
+
+  // A verified factor needs an aal2 session. The session drops to aal1 on the server at
+  // once; the refresh brings a token that says so.
+  async unenrollFactor(id) {
+    await this._authed("DELETE", `/api/v1/auth/mfa/factors/${encodeURIComponent(id)}`);
+    await this.refresh();
+  }
+
   // Forget the session here without telling the server (e.g. it ended elsewhere).
   forget() {
     this._drop("signed_out");

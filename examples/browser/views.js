@@ -3,7 +3,7 @@
 // Adding a page (password reset, MFA enrolment...) is one entry here and, if it needs the
 // API, one method in client.js.
 
-import { errorBox, field, formValues, h, when } from "./ui.js";
+import { errorBox, field, fill, formValues, h, mailboxLink, when } from "./ui.js";
 
 function form(id, submitLabel, fields, onSubmit) {
   const status = h("div", { class: "status", id: `${id}-status` });
@@ -49,11 +49,128 @@ export const signin = {
         ],
         async ({ email, password }) => {
           await ctx.client.signIn(email, password);
-          ctx.go("account");
+          await afterSignIn(ctx);
         },
       ),
       h("p", {}, "No account yet? ", h("a", { href: "#/register", id: "to-register" }, "Register")),
+      h(
+        "p",
+        {},
+        h("a", { href: "#/reset", id: "to-reset" }, "Forgot your password?"),
+        " · ",
+        h("a", { href: "#/code", id: "to-code" }, "Sign in with an emailed code"),
+      ),
     );
+  },
+};
+
+// A sign-in is aal1. An account with a verified authenticator goes on to the MFA page,
+// which asks for a code to reach aal2 (needed to remove a factor, or by ADMIN_REQUIRE_AAL2).
+async function afterSignIn(ctx) {
+  let factors = [];
+  try {
+    factors = await ctx.client.factors();
+  } catch {
+    // The account page works without it.
+  }
+  ctx.go(factors.some((f) => f.status === "verified") ? "mfa" : "account");
+}
+
+function codeField(id) {
+  return field("Code from the email", {
+    name: "code",
+    id: `${id}-code`,
+    required: true,
+    inputmode: "numeric",
+    pattern: "[0-9]{6}",
+    maxlength: 6,
+    autocomplete: "one-time-code",
+  });
+}
+
+// The second step: the mailed code (and more fields), then on to the signed-in pages.
+function codeStep(ctx, into, { id, email, sent, fields, finishLabel, finish }) {
+  fill(
+    into,
+    h("p", { class: "ok", id: `${id}-sent` }, sent),
+    mailboxLink(ctx.mailbox, email),
+    form(id, finishLabel, [codeField(id), ...fields], async (values) => {
+      await finish(email, values);
+      await afterSignIn(ctx);
+    }),
+  );
+  into.querySelector("input")?.focus();
+}
+
+// Two steps: mail a code to an address, then finish with the code (and more fields).
+function emailCode(ctx, { id, heading, intro, send, fields, finishLabel, finish }) {
+  const next = h("div", { id: `${id}-next` });
+  return h(
+    "section",
+    { class: "card" },
+    h("h2", {}, heading),
+    h("p", {}, intro),
+    form(
+      `${id}-request`,
+      "Email me a code",
+      [field("Email", { name: "email", id: `${id}-email`, type: "email", required: true, autocomplete: "username" })],
+      async ({ email }) => {
+        await send(email);
+        // The same answer for every address: the page cannot tell who has an account.
+        codeStep(ctx, next, { id, email, sent: `If ${email} has an account, a code is on its way.`, fields, finishLabel, finish });
+      },
+    ),
+    next,
+    h("p", {}, h("a", { href: "#/signin" }, "Back to sign in")),
+  );
+}
+
+export const reset = {
+  title: "Reset password",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "reset",
+      heading: "Reset your password",
+      intro: "We email you a code; with it you choose a new password and are signed in. Every other session ends.",
+      send: (email) => ctx.client.requestPasswordReset(email),
+      fields: [field("New password", { name: "password", id: "reset-password", type: "password", required: true, autocomplete: "new-password" })],
+      finishLabel: "Set the new password",
+      finish: (email, { code, password }) => ctx.client.resetPassword(email, code, password),
+    });
+  },
+};
+
+// For a user who comes back later (or whose code expired): mail the confirmation again.
+export const confirm = {
+  title: "Confirm email",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "confirm",
+      heading: "Confirm your email address",
+      intro: "We email the confirmation code again; enter it to confirm the address and sign in.",
+      send: (email) => ctx.client.resendConfirmation(email),
+      fields: [],
+      finishLabel: "Confirm",
+      finish: (email, { code }) => ctx.client.confirmEmail(email, code),
+    });
+  },
+};
+
+export const code = {
+  title: "Email code",
+  auth: false,
+  render(ctx) {
+    return emailCode(ctx, {
+      id: "otp",
+      heading: "Sign in with an emailed code",
+      intro: "No password needed: we email a one-time code to your account's address.",
+      send: (email) => ctx.client.sendSignInCode(email),
+      fields: [],
+      finishLabel: "Sign in",
+      finish: (email, { code }) => ctx.client.signInWithCode(email, code),
+    });
   },
 };
 
@@ -76,8 +193,19 @@ export const register = {
         ],
         async ({ name, email, password }) => {
           const result = await ctx.client.register(email, password, name ? { name } : {});
-          if (result.session) ctx.go("account");
-          else done.replaceChildren(h("p", { class: "ok" }, "Check your email to confirm the address, then sign in."));
+          if (result.session) {
+            ctx.go("account");
+            return;
+          }
+          // REGISTER_EMAIL_CONFIRM=false: confirm the address with the mailed code.
+          codeStep(ctx, done, {
+            id: "confirm",
+            email,
+            sent: `We sent a code to ${email}: enter it to confirm the address and sign in.`,
+            fields: [],
+            finishLabel: "Confirm",
+            finish: (address, { code }) => ctx.client.confirmEmail(address, code),
+          });
         },
       ),
       done,
@@ -201,4 +329,128 @@ export const account = {
   },
 };
 
-export const views = { signin, register, account };
+async function guardedIn(status, action) {
+  status.replaceChildren();
+  try {
+    await action();
+  } catch (error) {
+    status.replaceChildren(errorBox(error));
+  }
+}
+
+export const mfa = {
+  title: "MFA",
+  auth: true,
+  render(ctx) {
+    const client = ctx.client;
+    const status = h("div", { class: "status", id: "mfa-status" });
+    const aal = h("strong", { id: "mfa-aal" }, "…");
+    const factors = h("tbody", { id: "factors" });
+    const enrolment = h("div", { id: "mfa-enrolment" });
+    const stepUp = h("div", { id: "mfa-stepup-box" });
+    const guarded = (action) => guardedIn(status, action);
+
+    async function load() {
+      const [me, list] = await Promise.all([client.me(), client.factors()]);
+      aal.textContent = me.aal;
+      // Signed in at aal1 with a verified factor: answer a challenge to reach aal2.
+      const verified = list.find((f) => f.status === "verified");
+      fill(
+        stepUp,
+        me.aal === "aal1" && verified
+          ? h(
+              "div",
+              { class: "notice" },
+              h("p", {}, `Enter the code from “${verified.friendly_name || "your authenticator"}” to verify this session (aal2).`),
+              form(
+                "mfa-stepup",
+                "Verify this session",
+                [field("Code from the app", { name: "code", id: "mfa-stepup-code", required: true, inputmode: "numeric", pattern: "[0-9]{6}", maxlength: 6, autocomplete: "one-time-code" })],
+                async ({ code }) => {
+                  await client.verifyFactor(verified.id, code);
+                  await load();
+                },
+              ),
+            )
+          : null,
+      );
+      factors.replaceChildren(
+        ...list.map((f) =>
+          h(
+            "tr",
+            { "data-factor": f.id, "data-status": f.status },
+            h("td", {}, f.friendly_name || "(unnamed)"),
+            h("td", {}, f.factor_type),
+            h("td", { class: "factor-status" }, f.status),
+            h("td", {}, new Date(f.created_at).toLocaleString()),
+            h(
+              "td",
+              {},
+              h(
+                "button",
+                {
+                  class: "small",
+                  "data-unenroll": f.id,
+                  onclick: () =>
+                    guarded(async () => {
+                      await client.unenrollFactor(f.id);
+                      enrolment.replaceChildren();
+                      await load();
+                    }),
+                },
+                "Remove",
+              ),
+            ),
+          ),
+        ),
+      );
+      if (!list.length) factors.replaceChildren(h("tr", {}, h("td", { colspan: 5 }, "No authenticator yet.")));
+    }
+
+    function showEnrolment(factor) {
+      const qr = String(factor.totp?.qr_code || "");
+      fill(
+        enrolment,
+        h("p", {}, "Scan the QR code with an authenticator app (or type the secret), then enter the 6-digit code it shows."),
+        // An SVG in an <img> runs no script; anything but an image data: URI is not shown.
+        qr.startsWith("data:image/") ? h("img", { src: qr, alt: "QR code of the authenticator secret", id: "mfa-qr", class: "qr" }) : null,
+        h("p", {}, "Secret: ", h("code", { id: "mfa-secret" }, factor.totp?.secret || "")),
+        form(
+          "mfa-verify",
+          "Verify",
+          [field("Code from the app", { name: "code", id: "mfa-code", required: true, inputmode: "numeric", pattern: "[0-9]{6}", maxlength: 6, autocomplete: "one-time-code" })],
+          async ({ code }) => {
+            await client.verifyFactor(factor.id, code);
+            enrolment.replaceChildren(h("p", { class: "ok", id: "mfa-verified" }, "Verified: this session is now at aal2."));
+            await load();
+          },
+        ),
+      );
+    }
+
+    guarded(load);
+    return h(
+      "section",
+      { class: "card wide" },
+      h("h2", {}, "Two-factor authentication (TOTP)"),
+      h("p", {}, "This session's assurance level: ", aal, " (aal2 after an authenticator code)."),
+      stepUp,
+      status,
+      h("h3", {}, "Your authenticators (GET /mfa/factors)"),
+      h("table", { class: "sessions" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Status"), h("th", {}, "Added"), h("th", {}, ""))), factors),
+      h("h3", {}, "Add one (POST /mfa/factors)"),
+      form(
+        "mfa-enrol",
+        "Add an authenticator",
+        [field("Name", { name: "name", id: "mfa-name", value: "Authenticator app", maxlength: 64 })],
+        async ({ name }) => {
+          showEnrolment(await client.enrollTotp(name));
+          await load();
+        },
+      ),
+      enrolment,
+    );
+  },
+};
+
+export const views = { signin, register, confirm, reset, code, account, mfa };

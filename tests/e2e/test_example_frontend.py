@@ -9,7 +9,6 @@ api.example.com. Screenshots go to the test's tmp dir, and to docs/img/ with
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import threading
@@ -22,10 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import BrowserContext, Page
 
 from tests.conftest import TEST_PASSWORD, app_env, new_email
-from tests.e2e.test_browser import chromium
 from tests.support.appserver import AppServer, run_app
 from tests.support.localauth import LocalAuth
 
@@ -55,34 +53,6 @@ class Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def page_port() -> Iterator[int]:
-    with serve(functools.partial(Quiet, directory=str(EXAMPLE))) as port:  # type: ignore[arg-type]
-        yield port
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    launched = playwright.chromium.launch(
-        executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
-    )
-    yield launched
-    launched.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 900, "height": 720})
-    yield ctx
-    ctx.close()
-
-
 @contextmanager
 def api(
     localauth: LocalAuth, redis_url: str, prefix: str, log_dir: Path, page_port: int, **extra: Any
@@ -102,9 +72,12 @@ def api_url(server: AppServer) -> str:
     return f"http://localhost:{server.port}"
 
 
-def open_app(context: BrowserContext, page_port: int, server: AppServer, mode: str) -> Page:
+def open_app(
+    context: BrowserContext, page_port: int, server: AppServer, mode: str, mailbox: str = ""
+) -> Page:
     page = context.new_page()
-    page.goto(f"http://localhost:{page_port}/?api={api_url(server)}&mode={mode}")
+    extra = f"&mailbox={mailbox}" if mailbox else ""
+    page.goto(f"http://localhost:{page_port}/?api={api_url(server)}&mode={mode}{extra}")
     page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
     return page
 

@@ -65,7 +65,12 @@ def test_dev_stack_serves_the_example_frontend(redis_url: str, redis_prefix: str
             found = re.search(r"example frontend at (http://\S+)", line)
             if found:
                 url = found.group(1)
-        assert url == f"http://localhost:{page_port}/?api=http://localhost:{api_port}"
+        assert url == (
+            f"http://localhost:{page_port}/?api=http://localhost:{api_port}"
+            f"&mailbox=http://127.0.0.1:{auth_port}"
+        )
+        mailbox = httpx.get(f"http://127.0.0.1:{auth_port}/mailbox/messages", timeout=5)
+        assert mailbox.status_code == 200
         origin = f"http://localhost:{page_port}"
         page = httpx.get(url, timeout=5)
         assert page.status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import httpx
@@ -70,6 +71,11 @@ async def test_enrol_verify_and_the_admin_aal2_requirement(
     enrolled = await a.post(MFA, headers=bearer(tokens), json={"friendly_name": "laptop"})
     factor = enrolled.json()
     assert factor["totp"]["qr_code"].startswith("data:image/svg+xml")
+    # An <img> shows it only if nothing in it ends the URI early (a raw "#").
+    _, _, svg = factor["totp"]["qr_code"].partition(",")
+    assert "#" not in svg
+    assert "<" not in svg
+    assert unquote(svg).startswith("<svg")
     assert factor["totp"]["uri"].startswith("otpauth://totp/")
     listed = await b.get(MFA, headers=bearer(tokens))
     assert [(f["id"], f["status"]) for f in listed.json()["factors"]] == [
