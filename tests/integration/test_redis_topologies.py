@@ -132,7 +132,10 @@ async def _failover_under_load(
         group.url,
         prefix,
         redis_min_replica_acks=1,
-        redis_replica_ack_timeout_ms=250,
+        # Generous: a loaded 2-core machine can take that long to replicate; a longer wait
+        # only delays a 503, it never acknowledges an unreplicated write.
+        redis_replica_ack_timeout_ms=1000,
+        redis_timeout_seconds=2,
     )
     result = LoadResult()
     async with instances(settings) as (a, b):
