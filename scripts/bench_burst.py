@@ -63,6 +63,7 @@ class Burst:
     upstream_cpu: float = 0.0  # CPU seconds localauth spent on the burst
     app_cpu: float = 0.0  # CPU seconds the app spent on it
     wall: float = 0.0  # seconds from the gate to the last answer
+    machine: float = 0.0  # CPU seconds the whole machine was busy meanwhile
     admission: str = ""  # the app's limit, slots in use and queue over the burst
 
 
@@ -70,6 +71,13 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (and its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def child_pid(stack: Stack, module: str) -> int:
@@ -221,17 +229,21 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
     if sampler is not None:
         sampler.start()
     cpu, app_cpu = cpu_seconds(upstream_pid), cpu_seconds(app_pid)
+    machine = machine_busy()
     started = time.monotonic()
     gate.set()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - started
+    machine = machine_busy() - machine
     cpu, app_cpu = cpu_seconds(upstream_pid) - cpu, cpu_seconds(app_pid) - app_cpu
     admission = await sampler.stop() if sampler is not None else ""
     for client in pool:
         await client.aclose()
     in_time = [elapsed for status, elapsed in results if status == 200 and elapsed <= DEADLINE]
     statuses = Counter(s for s, _ in results)
-    return Burst(len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu, wall, admission)
+    return Burst(
+        len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu, wall, machine, admission
+    )
 
 
 async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[float, Counter[int]]:
@@ -303,7 +315,8 @@ async def run_bursts(
             print(
                 f"           localauth cores: alone {up.upstream_cpu / up.wall:.2f} over "
                 f"{up.wall:.2f}s, via app {ours.upstream_cpu / ours.wall:.2f} over "
-                f"{ours.wall:.2f}s (app {ours.app_cpu / ours.wall:.2f}); "
+                f"{ours.wall:.2f}s (app {ours.app_cpu / ours.wall:.2f}); machine busy "
+                f"{up.machine / up.wall:.2f} / {ours.machine / ours.wall:.2f} cores; "
                 f"CPU ms/login served: localauth {1000 * up.upstream_cpu / max(1, up.served):.0f}"
                 f" / {1000 * ours.upstream_cpu / max(1, ours.served):.0f}, app "
                 f"{1000 * ours.app_cpu / max(1, ours.served):.1f}; {ours.admission}"
