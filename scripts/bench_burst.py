@@ -140,7 +140,9 @@ class Sampler:
         return (
             f"limit {limits[0]:.0f}->{peak:.0f} (at {reached:.1f}s) end {limits[-1]:.0f}, "
             f"in use mean {statistics.mean(in_use):.0f} max {max(in_use):.0f}, "
-            f"queue max {max(s[3] for s in busy):.0f}"
+            f"queue mean {statistics.mean(s[3] for s in busy):.1f} max "
+            f"{max(s[3] for s in busy):.0f}, at the limit in "
+            f"{sum(1 for s in busy if s[2] >= s[1]) / len(busy):.0%} of samples"
         )
 
 
