@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -61,12 +62,22 @@ class Burst:
     statuses: Counter[int]
     upstream_cpu: float = 0.0  # CPU seconds localauth spent on the burst
     app_cpu: float = 0.0  # CPU seconds the app spent on it
+    wall: float = 0.0  # seconds from the gate to the last answer
+    machine: float = 0.0  # CPU seconds the whole machine was busy meanwhile
+    admission: str = ""  # the app's limit, slots in use and queue over the burst
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (and its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def child_pid(stack: Stack, module: str) -> int:
@@ -76,9 +87,68 @@ def child_pid(stack: Stack, module: str) -> int:
     raise RuntimeError(f"no {module} process")
 
 
+class Sampler:
+    """Polls the app's admission gauges (limit, slots in use, queue) every ``period``
+    seconds while a measurement runs: how fast the limit moves, and what is in flight."""
+
+    def __init__(self, base: str, period: float = 0.1) -> None:
+        self._base = base
+        self._period = period
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                text = (await client.get(self._base + "/metrics")).text
+                values: dict[str, float] = {}
+                for line in text.splitlines():
+                    for name in ("limit", "in_use", "waiting"):
+                        metric = (
+                            "sg_upstream_admission_limit"
+                            if name == "limit"
+                            else (f"sg_upstream_pool_{name}")
+                        )
+                        if line.startswith(metric + " "):
+                            values[name] = float(line.split()[1])
+                self.samples.append(
+                    (
+                        time.monotonic() - started,
+                        values.get("limit", 0.0),
+                        values.get("in_use", 0.0),
+                        values.get("waiting", 0.0),
+                    )
+                )
+                await asyncio.sleep(self._period)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> str:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await self._task
+        busy = [s for s in self.samples if s[2] or s[3]] or self.samples
+        if not busy:
+            return ""
+        limits = [s[1] for s in busy]
+        in_use = [s[2] for s in busy]
+        peak = max(limits)
+        reached = next(s[0] for s in busy if s[1] == peak)
+        return (
+            f"limit {limits[0]:.0f}->{peak:.0f} (at {reached:.1f}s) end {limits[-1]:.0f}, "
+            f"in use mean {statistics.mean(in_use):.0f} max {max(in_use):.0f}, "
+            f"queue mean {statistics.mean(s[3] for s in busy):.1f} max "
+            f"{max(s[3] for s in busy):.0f}, at the limit in "
+            f"{sum(1 for s in busy if s[2] >= s[1]) / len(busy):.0%} of samples"
+        )
+
+
 def seed(supabase: Mapping[str, str], count: int, prefix: str) -> list[str]:
-    key = supabase["SUPABASE_SERVICE_ROLE_KEY"]
-    headers = {"apikey": key, "Authorization": f"Bearer {key}"}
+    # A new project's secret key goes in ``apikey`` alone (it is not a JWT).
+    headers = {"apikey": supabase["SUPABASE_SECRET_KEY"]}
     emails = [f"{prefix}-{index}@example.com" for index in range(count)]
 
     def create(email: str) -> None:
@@ -122,7 +192,7 @@ def sides(supabase: Mapping[str, str], upstream: str, app: str) -> tuple[Side, S
     direct = Side(
         "upstream",
         upstream + "/auth/v1/token?grant_type=password",
-        {"apikey": supabase["SUPABASE_ANON_KEY"]},
+        {"apikey": supabase["SUPABASE_PUBLISHABLE_KEY"]},
     )
     return direct, Side("app", app + "/api/v1/auth/login")
 
@@ -157,15 +227,25 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
 
     tasks = [asyncio.create_task(one(c, e)) for c, e in zip(pool, emails, strict=True)]
     await asyncio.sleep(0.05)
+    sampler = Sampler(side.url.split("/api/v1")[0]) if side.name == "app" else None
+    if sampler is not None:
+        sampler.start()
     cpu, app_cpu = cpu_seconds(upstream_pid), cpu_seconds(app_pid)
+    machine = machine_busy()
+    started = time.monotonic()
     gate.set()
     await asyncio.gather(*tasks)
+    wall = time.monotonic() - started
+    machine = machine_busy() - machine
     cpu, app_cpu = cpu_seconds(upstream_pid) - cpu, cpu_seconds(app_pid) - app_cpu
+    admission = await sampler.stop() if sampler is not None else ""
     for client in pool:
         await client.aclose()
     in_time = [elapsed for status, elapsed in results if status == 200 and elapsed <= DEADLINE]
     statuses = Counter(s for s, _ in results)
-    return Burst(len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu)
+    return Burst(
+        len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu, wall, machine, admission
+    )
 
 
 async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[float, Counter[int]]:
@@ -234,10 +314,26 @@ async def run_bursts(
                 f" + app {ours.app_cpu:4.2f})"
                 f"   {dict(ours.statuses)!s:14}  {ratio:5.2f}  {extra:+6.1f}%"
             )
+            print(
+                f"           localauth cores: alone {up.upstream_cpu / up.wall:.2f} over "
+                f"{up.wall:.2f}s, via app {ours.upstream_cpu / ours.wall:.2f} over "
+                f"{ours.wall:.2f}s (app {ours.app_cpu / ours.wall:.2f}); machine busy "
+                f"{up.machine / up.wall:.2f} / {ours.machine / ours.wall:.2f} cores; "
+                f"CPU ms/login served: localauth {1000 * up.upstream_cpu / max(1, up.served):.0f}"
+                f" / {1000 * ours.upstream_cpu / max(1, ours.served):.0f}, app "
+                f"{1000 * ours.app_cpu / max(1, ours.served):.1f}; {ours.admission}"
+            )
     return ok
 
 
-async def run_latency(direct: Side, app: Side, emails: list[str], seconds: float) -> None:
+async def run_latency(
+    direct: Side,
+    app: Side,
+    emails: list[str],
+    seconds: float,
+    pids: tuple[int, int],
+    proxy: FaultProxy,
+) -> None:
     print(
         "\nlatency: 200 ms a request (fault proxy), bcrypt cost 4, "
         f"{len(emails)} closed-loop clients"
@@ -245,10 +341,27 @@ async def run_latency(direct: Side, app: Side, emails: list[str], seconds: float
     rates: dict[str, list[float]] = {"upstream": [], "app": []}
     for round_ in range(2):
         for side in (direct, app) if round_ == 0 else (app, direct):
+            sampler = Sampler(side.url.split("/api/v1")[0]) if side.name == "app" else None
+            if sampler is not None:
+                sampler.start()
+            chunks = proxy.stats.forwarded_chunks
+            before = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
             rate, statuses = await closed_loop(side, emails, seconds)
+            after = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
+            chunks = proxy.stats.forwarded_chunks - chunks
+            admission = await sampler.stop() if sampler is not None else ""
             rates[side.name].append(rate)
+            calls = max(1, sum(statuses.values()))
+            localauth, ours, generator = (
+                1000 * (b - a) / calls for a, b in zip(before, after, strict=True)
+            )
             extra = await admission_metrics(side) if side.name == "app" else ""
             print(f"  {side.name:8} {rate:7.1f} logins/s  statuses {dict(statuses)} {extra}")
+            print(
+                f"           CPU ms/login: localauth {localauth:.2f}, app {ours:.2f}, "
+                f"generator + proxy {generator:.2f}; proxy chunks/login {chunks / calls:.2f}"
+                f"{'; ' + admission if admission else ''}"
+            )
             await asyncio.sleep(1.0)
     up, ours = statistics.mean(rates["upstream"]), statistics.mean(rates["app"])
     print(f"  mean: upstream {up:.1f}/s, app {ours:.1f}/s, ratio {ours / up:.2f}")
@@ -293,7 +406,8 @@ def main() -> None:
                     proxy.set_mode(Mode.LATENCY, latency=0.2)
                     app = start_app(stack, supabase, redis_url, proxy.url)
                     direct, through = sides(supabase, proxy.url, app)
-                    asyncio.run(run_latency(direct, through, emails, args.seconds))
+                    pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
+                    asyncio.run(run_latency(direct, through, emails, args.seconds, pids, proxy))
             finally:
                 stack.stop()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

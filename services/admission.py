@@ -325,7 +325,28 @@ class AdmissionController:
     def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
         """When a call with ``ahead`` calls before it would be over: it starts after
         ``ahead + 1`` calls complete, at the current throughput, then takes its own time."""
-        return now + (ahead + 1) * self._gap() + self.service_estimate(operation)
+        gap = self._gap()
+        return now + (ahead + 1) * gap + max(self._queued_service(operation, gap), self._silence())
+
+    def _queued_service(self, operation: str, gap: float) -> float:
+        """The service time a queued call will get once admitted. Little's law: with
+        ``limit`` calls in flight and one answer every ``gap`` seconds, a call takes
+        ``limit * gap``. The smoothed service time alone is wrong whenever it was learnt at
+        another concurrency: a CPU-bound upstream (bcrypt) shares its cores, so a call
+        takes as long as the number in flight makes it, and a burst after a busier one
+        would be judged by the busier one's times. Bounded by the operation's no-load time
+        below and its smoothed time above (a latency-bound upstream's calls do not get
+        faster when fewer are in flight)."""
+        smoothed = self._smoothed(operation)
+        if not self._gaps:
+            return smoothed
+        return min(smoothed, max(self._noload(operation), self.limit * gap))
+
+    def _smoothed(self, operation: str) -> float:
+        stats = self._ops.get(operation)
+        if stats is not None and stats.samples:
+            return stats.ewma
+        return self._ewma
 
     def _grant(self, operation: str, priority: Priority, now: float, since: float) -> Ticket:
         if self.in_flight == 0:

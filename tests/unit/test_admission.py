@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from services.admission import AdmissionConfig, AdmissionController, Outcome, Priority, Shed
+from services.admission import (
+    AdmissionConfig,
+    AdmissionController,
+    Outcome,
+    Priority,
+    Shed,
+    Ticket,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +122,58 @@ async def test_a_cancelled_waiter_leaves_no_trace() -> None:
     for ticket in held:
         admission.release(ticket, Outcome.NONE)
     assert admission.in_flight == 0
+
+
+async def test_a_queue_is_judged_at_the_concurrency_it_will_run_at() -> None:
+    """A CPU-bound upstream (bcrypt: 2 cores, 50 ms of CPU a login) answers 40 logins/s
+    however many run, and a call takes as long as the number in flight makes it. Service
+    times learnt while 64 ran (1.6 s) must not refuse a later queue that runs 8 at a time
+    (0.2 s each): at the observed 40 answers/s, the first ~212 of 260 queued logins finish
+    within their 5 s (Little's law); judged by the 1.6 s, only 156 would be kept."""
+    now = [1000.0]
+    admission = AdmissionController(
+        AdmissionConfig(max_concurrency=64, initial_limit=64, min_limit=8), clock=lambda: now[0]
+    )
+    outstanding: list[Ticket] = []
+
+    async def wait(deadline: float) -> None:
+        with contextlib.suppress(Shed):
+            outstanding.append(await admission.acquire("sign_in", Priority.NORMAL, deadline))
+
+    async with anyio.create_task_group() as group:
+        solo = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+        solo.started = now[0] - 0.05  # unloaded: 50 ms
+        admission.release(solo, Outcome.ANSWERED)
+        # The earlier, busier burst: 64 in flight, one answer every 25 ms, each 1.6 s.
+        busy = [
+            await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600) for _ in range(64)
+        ]
+        for _ in range(40):
+            group.start_soon(wait, now[0] + 600)
+        await anyio.sleep(0.01)
+        for ticket in busy:
+            now[0] += 0.025
+            ticket.started = now[0] - 1.6
+            admission.release(ticket, Outcome.ANSWERED)
+        await anyio.sleep(0.01)
+        while admission.in_flight:  # the rest time out: the limit falls to its floor
+            ticket = outstanding.pop()
+            ticket.started = now[0] - 1.6
+            admission.release(ticket, Outcome.OVERLOAD)
+            await anyio.lowlevel.checkpoint()
+        while admission.limit > 8:
+            ticket = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+            ticket.started = now[0] - 1.6
+            admission.release(ticket, Outcome.OVERLOAD)
+        assert admission.limit == 8
+        assert admission.service_estimate("sign_in") > 1.0  # the smoothed time is the old one
+        # The new burst: 8 run, 260 queue with 5 s each.
+        held = [await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60) for _ in range(8)]
+        for _ in range(260):
+            group.start_soon(wait, now[0] + 5.0)
+        await anyio.sleep(0.2)  # a few re-checks (the clock stands still)
+        assert admission.shed_counts["deadline"] > 0, "the tail that cannot make it is refused"
+        assert 205 <= admission.queued <= 215, admission.queued
+        group.cancel_scope.cancel()
+    for ticket in held:
+        admission.release(ticket, Outcome.NONE)
