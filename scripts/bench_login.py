@@ -53,10 +53,10 @@ def main() -> None:
                     "REDIS_KEY_PREFIX": "bench:",
                     "PORT": str(port),
                     "LOG_LEVEL": "warning",
-                    # One client logs in hundreds of times a minute: lift the per-IP limit
-                    # (the lockout guard stays on, as in production: a login pays for it).
-                    "RATE_LIMIT_ENABLED": "false",
-                    "LOCKOUT_ENABLED": "false",
+                    # One client logs in hundreds of times a minute: raise the per-IP limit
+                    # (the limiter and the lockout guard stay on, as in production: a login
+                    # pays for both).
+                    "RATE_LIMITS": "login=1000000/60",
                 },
                 quiet=True,
             )
@@ -66,7 +66,8 @@ def main() -> None:
             stack.stop()
 
 
-def run(app_url: str, supabase: dict[str, str], count: int) -> None:
+def measure(app_url: str, supabase: dict[str, str], count: int) -> dict[str, list[float]]:
+    """Milliseconds of ``count`` logins each way, interleaved, by path ("app", "direct")."""
     direct_url = supabase["SUPABASE_URL"] + "/auth/v1/token?grant_type=password"
     credentials = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
     direct_headers = {"apikey": public_key(supabase)}
@@ -84,6 +85,11 @@ def run(app_url: str, supabase: dict[str, str], count: int) -> None:
                 response = client.post(url, json=credentials, headers=headers)
                 timings[name].append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
+    return timings
+
+
+def run(app_url: str, supabase: dict[str, str], count: int) -> None:
+    timings = measure(app_url, supabase, count)
     app, direct = timings["app"], timings["direct"]
     print(f"logins: {count} each, sequential, interleaved")
     for label, samples in (("localauth direct", direct), ("through the app ", app)):
