@@ -7,6 +7,7 @@ report quotes medians over rounds and ratios taken round by round.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -313,3 +314,36 @@ def interleave(
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         yield Path(tmp)
+
+
+async def _drive(port: int, path: str, tokens: Sequence[str], connections: int) -> int:
+    """Send one ``GET path`` per token over keep-alive connections; the non-200 count."""
+    queue = iter(tokens)
+    failures = 0
+
+    async def connection() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for token in queue:
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n".encode()
+            )
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if b" 200 " not in status:
+                failures += 1
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return failures
+
+
+def drive_tokens(base: str, tokens: Sequence[str], connections: int = 32) -> int:
+    """Each of ``tokens`` presented once to ``/api/v1/auth/me``; the refusals."""
+    port = int(base.rsplit(":", 1)[1])
+    return asyncio.run(_drive(port, "/api/v1/auth/me", tokens, connections))
