@@ -180,7 +180,11 @@ def workers(report: Report, bench: Bench, supabase: dict[str, str], redis_url: s
                     cpus=None,
                 )
             )
-    worker_rss = [rss_mib(pid) for pid in benchkit.process_tree(two.pid)[1:]]
+    tree = benchkit.process_tree(two.pid)
+    worker_rss = [rss_mib(pid) for pid in tree[1:]]
+    worker_pss = [benchkit.pss_mib(pid) for pid in tree[1:]]
+    supervisor_rss, supervisor_pss = rss_mib(tree[0]), benchkit.pss_mib(tree[0])
+    single_rss = rss_mib(one.pid)
     gain = ratio(series[1], series[0])
     report.data["workers"] = {"gain": gain}
 
@@ -200,8 +204,11 @@ Both unpinned on all {os.cpu_count()} cores, sharing them with wrk (2 threads), 
 workers cannot reach 2×: the load generator takes part of the second core. {rounds}
 interleaved rounds of {seconds} s at 64 connections; {started}.
 
-**2 workers = {gain:.2f} × 1 worker** (median of per-round ratios). Each worker's RSS after
-the run: {", ".join(f"{r:.0f} MiB" for r in worker_rss)} (the supervisor itself is small).
+**2 workers = {gain:.2f} × 1 worker** (median of per-round ratios). Memory after the run:
+the single-worker process {single_rss:.0f} MiB RSS; with 2 workers each worker
+{", ".join(f"{r:.0f}" for r in worker_rss)} MiB RSS ({", ".join(f"{p:.0f}" for p in worker_pss)}
+MiB PSS: pages shared with the supervisor after the fork count once) and the supervisor
+{supervisor_rss:.0f} MiB RSS / {supervisor_pss:.0f} MiB PSS (it imported the app before forking).
 
 | target | req/s | p50 ms | p99 ms | errors |
 |---|---:|---:|---:|---:|

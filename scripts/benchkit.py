@@ -85,6 +85,15 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size of ``pid`` in MiB: pages shared after a fork count once, split
+    among the processes sharing them (what N workers really add)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no Pss")
+
+
 # -- wrk -----------------------------------------------------------------------------------
 
 
