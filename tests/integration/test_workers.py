@@ -4,6 +4,7 @@ and a revocation published once reaches each worker's cache."""
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import time
 from pathlib import Path
@@ -112,3 +113,21 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_a_dead_worker_takes_the_instance_down_for_a_restart(
+    localauth: LocalAuth, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """A worker killed from outside: the supervisor stops the other one and exits non-zero,
+    so the platform restarts the whole instance instead of running it at half capacity."""
+    env = app_env(localauth, redis_url, redis_prefix)
+    with run_app(env, tmp_path, argv=["--workers", "2"]) as server:
+        deadline = time.monotonic() + 15
+        while len(pids := worker_pids(server.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers never started"
+            time.sleep(0.05)
+        os.kill(pids[0], signal.SIGKILL)
+        code = server.process.wait(timeout=30)
+        assert code != 0
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
