@@ -132,6 +132,8 @@ def hot_path(report: Report, bench: Bench, supabase: dict[str, str], redis_url: 
 
     report.add(f"""## 1. The authenticated hot path
 
+Reproduce: `scripts/bench_report --only hot_path` (machine: see the top of this page).
+
 `GET /api/v1/auth/me` with a valid token (every policy layer: bearer, signature and claims,
 account status, session alive, not-before), a bare Starlette JSON endpoint on plain uvicorn,
 and fastapi-users' protected route (RedisStrategy, in-memory user DB, its best case): three
@@ -200,6 +202,8 @@ def workers(report: Report, bench: Bench, supabase: dict[str, str], redis_url: s
     )
     report.add(f"""## 2. One worker or two (`python -m app --workers 2`)
 
+Reproduce: `scripts/bench_report --only workers` (machine: see the top of this page).
+
 Both unpinned on all {os.cpu_count()} cores, sharing them with wrk (2 threads), so two
 workers cannot reach 2×: the load generator takes part of the second core. {rounds}
 interleaved rounds of {seconds} s at 64 connections; {started}.
@@ -247,6 +251,8 @@ def login_overhead(report: Report, bench: Bench, supabase: dict[str, str], redis
         ax.set_ylabel("login latency ms")
 
     report.add(f"""## 3. Login: what the service adds over the upstream
+
+Reproduce: `scripts/bench_report --only login_overhead` (machine: see the top of this page).
 
 {count} sequential password logins each way, interleaved (app, direct, app, direct, ...),
 localauth with bcrypt cost 4 so hashing does not drown the difference; the app runs with the
@@ -344,6 +350,8 @@ def memory_curve(report: Report, bench: Bench, supabase: dict[str, str], workdir
 
 ### Memory per process
 
+Reproduce: `scripts/bench_report --only memory_curve` (machine: see the top of this page).
+
 RSS of one worker at start, then after each batch of distinct, valid tokens (HS256, each
 with its own live session; {len(users):,} users × 5 sessions) has been verified and served
 once, {total:,} in all. The verified-token cache holds `VERIFIED_TOKEN_CACHE_SIZE` (10,000)
@@ -419,6 +427,8 @@ def redis_commands(report: Report, bench: Bench, supabase: dict[str, str], workd
     cpu = report.data.get("hot", {}).get("cpu_us", {})
     cpu_rows = "\n".join(f"| {name} | {us:.0f} |" for name, us in cpu.items())
     report.add(f"""### Redis commands per operation
+
+Reproduce: `scripts/bench_report --only redis_commands` (machine: see the top of this page).
 
 Counted with `INFO commandstats` on a private redis-server that only this app instance uses,
 averaged over {repeats} repetitions (commands inside a MULTI count one by one; the
