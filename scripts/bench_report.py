@@ -233,10 +233,10 @@ def login_overhead(report: Report, bench: Bench, supabase: dict[str, str], redis
     # Lockout and rate limiting on, as in production; the limits are raised because one
     # client signs in hundreds of times a minute.
     seed_demo_user(supabase)
-    app = bench.ours("login", supabase, redis_url, env={"RATE_LIMITS": LOGIN_RULES})
+    app = bench.ours("login", supabase, redis_url, env={"RATE_LIMITS": LOGIN_RULES}, cpus=None)
     # The same app without the limiter and the lockout guard: what those Redis calls cost.
     off = {"RATE_LIMIT_ENABLED": "false", "LOCKOUT_ENABLED": "false"}
-    bare_login = bench.ours("login-noguard", supabase, redis_url, env=off)
+    bare_login = bench.ours("login-noguard", supabase, redis_url, env=off, cpus=None)
     started = load_note()
     login = "/api/v1/auth/login"
     result = measure(app.url + login, supabase, count, {"unguarded": bare_login.url + login})
@@ -263,7 +263,10 @@ through the app {statistics.median(through):.2f} ms; p99 {benchkit_p(direct, 0.9
 {benchkit_p(through, 0.99):.2f} ms). Of that, the rate limiter and the lockout guard (two
 Redis scripts before the upstream call, one after it) account for {guards:.2f} ms: the same
 app with both off, interleaved in the same loop, answers in
-{statistics.median(unguarded):.2f} ms p50.
+{statistics.median(unguarded):.2f} ms p50. The rest is the extra HTTP hop (client → app →
+upstream instead of client → upstream), the session writes after the upstream answers (one
+round trip: session record, refresh-token index and lockout success in parallel) and
+redis-py's CPU per command; see [performance.md](performance.md#login).
 
 {report.plot("login", draw)}
 """)
@@ -431,7 +434,8 @@ def redis_commands(report: Report, bench: Bench, supabase: dict[str, str], workd
 Reproduce: `scripts/bench_report --only redis_commands` (machine: see the top of this page).
 
 Counted with `INFO commandstats` on a private redis-server that only this app instance uses,
-averaged over {repeats} repetitions (commands inside a MULTI count one by one; the
+averaged over {repeats} repetitions (commands inside a MULTI or a Lua script count one by
+one; the
 invalidation listener's PING once a second per worker and the pool's health checks are left
 out). `me` is a repeated `/me` with a token already seen: answered from memory.
 
