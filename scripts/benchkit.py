@@ -18,9 +18,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,6 +54,46 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     if cpus is None or shutil.which("taskset") is None:
         return cmd
     return ["taskset", "-c", cpus, *cmd]
+
+
+IMG = "img/bench"  # the report's plots, relative to docs/
+LOGIN_RULES = "login=1000000/60,refresh=1000000/60"  # one client, hundreds of logins
+
+
+class Report:
+    def __init__(self, out: Path, quick: bool) -> None:
+        self.out = out
+        self.quick = quick
+        self.parts: list[str] = []
+        self.data: dict[str, Any] = {}
+        (out.parent / IMG).mkdir(parents=True, exist_ok=True)
+
+    def add(self, text: str) -> None:
+        self.parts.append(text.rstrip() + "\n")
+
+    def plot(self, name: str, draw: Callable[[Any], None]) -> str:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.4), dpi=80)
+        draw(ax)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.out.parent / IMG / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        return f"![{name}]({IMG}/{name}.png)"
+
+
+def load_note() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- /proc ---------------------------------------------------------------------------------
