@@ -20,6 +20,7 @@ import uvicorn
 
 from app.main import create_app
 from app.settings import ConfigurationError, Settings
+from app.workers import fork_workers
 
 # The wildcard addresses that mean "every IPv6 and IPv4 address of this host".
 DUAL_STACK_HOSTS = frozenset({"::", "[::]"})
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         "--host", help="bind address (default: HOST, else 127.0.0.1); :: = IPv6 and IPv4"
     )
     parser.add_argument("--port", type=int, help="port (default: PORT, else 8000)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else 1)"
+    )
     args = parser.parse_args(argv)
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port)) if value}
     try:
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {settings.host} port {settings.port}: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
+    workers = args.workers or settings.web_concurrency
+    if workers > 1:
+        fork_workers(workers)  # returns only in a worker process (app.workers)
     try:
         from app.httpserver import bounded_protocol
 

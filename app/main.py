@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from app import health, problems
 from app.authz import AuthzMiddleware
+from app.authz.endpoint import ContextEndpoint
 from app.authz.layers import RateLimit, ResponseHeaders
 from app.edgeguard import EdgeGuardMiddleware
 from app.logging import configure_logging
@@ -32,7 +33,7 @@ from app.version import __version__
 from services import errors
 from services.auth import LoginGuard
 
-Endpoint = Callable[[Request], Any]
+Endpoint = Callable[[Request], Any] | ContextEndpoint
 
 
 def guarded(path: str, endpoint: Endpoint, *, name: str, methods: list[str]) -> Route:
@@ -60,7 +61,8 @@ def api_routes() -> list[BaseRoute]:
     # page load) matches on the first try instead of after a Mount and six siblings.
     base = "/api/v1/auth"
     return [
-        guarded(f"{base}/me", auth.me, name="auth:me", methods=["GET"]),
+        # A bare ASGI endpoint: /me needs no Request object (app.authz.endpoint).
+        guarded(f"{base}/me", ContextEndpoint(auth.me_body), name="auth:me", methods=["GET"]),
         guarded(f"{base}/refresh", auth.refresh, name="auth:refresh", methods=["POST"]),
         guarded(f"{base}/login", auth.login, name="auth:login", methods=["POST"]),
         guarded(f"{base}/logout", auth.logout, name="auth:logout", methods=["POST"]),

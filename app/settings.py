@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     # Kong's upstream keep-alive idle timeout is 60 s; ours must outlast it.
     keepalive_seconds: int = Field(default=75, ge=1)
     shutdown_drain_seconds: float = Field(default=15.0, ge=0)
+    # Worker processes per instance (``python -m app --workers N`` wins); see app/workers.py.
+    web_concurrency: int = Field(default=1, ge=1, le=64)
     trusted_proxies: CsvNetworks = Field(default_factory=list)
     # Proxies in front of the app, the one it talks to included, whose X-Forwarded-For
     # entries are believed by count even outside TRUSTED_PROXIES (a platform edge whose

@@ -370,9 +370,10 @@ def main() -> int:
         )
     a, b, c = results["a"], results["b"], results["c"]
     b_over_a, b_over_c = b.rps / a.rps, b.rps / c.rps
-    print(f"b/a = {b_over_a:.2f} (target >= 0.60)   b/c = {b_over_c:.2f} (target >= 4)")
-    print(f"b p99 = {b.p99_ms:.2f} ms (target < 10 ms)")
-    met = b_over_a >= 0.6 and b_over_c >= 4 and b.p99_ms < 10 and b.errors == 0
+    print(f"b/a = {b_over_a:.2f} (target >= 0.80)   b/c = {b_over_c:.2f} (target >= 10)")
+    print(f"b p99 = {b.p99_ms:.2f} ms (target < 5 ms)")
+    print("(targets one after another here; scripts/bench_report interleaves them)")
+    met = b_over_a >= 0.8 and b_over_c >= 10 and b.p99_ms < 5 and b.errors == 0
     print("targets met" if met else "targets NOT met")
     return 0 if met else 1
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.state import Services
 
 
-@dataclass
+@dataclass(slots=True)
 class AuthContext:
     """What the layers learn about a request, in the order they learn it."""
 

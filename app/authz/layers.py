@@ -49,12 +49,11 @@ class VerifyToken:
 
 
 async def _session_state(ctx: AuthContext) -> tuple[bool, UserState]:
-    """One (cached) session-store lookup per request, shared by the layers below."""
-    found: tuple[bool, UserState] | None = ctx.extra.get(_STATE)
-    if found is None:
-        claims = ctx.require_claims()
-        found = await ctx.services.sessions.lookup(claims.session_id, claims.sub)
-        ctx.extra[_STATE] = found
+    """One (cached) session-store lookup per request, shared by the layers below (each
+    reads ``ctx.extra`` first, so only the first of them awaits this)."""
+    claims = ctx.require_claims()
+    found = await ctx.services.sessions.lookup(claims.session_id, claims.sub)
+    ctx.extra[_STATE] = found
     return found
 
 
@@ -63,7 +62,7 @@ class AccountStatus:
     anyone can trigger one, so it only gates password attempts."""
 
     async def check(self, ctx: AuthContext) -> None:
-        _, state = await _session_state(ctx)
+        _, state = ctx.extra.get(_STATE) or await _session_state(ctx)
         if state.banned:
             raise errors.UserBanned()
 
@@ -72,7 +71,7 @@ class SessionAlive:
     """The token's session has not been logged out or revoked."""
 
     async def check(self, ctx: AuthContext) -> None:
-        alive, _ = await _session_state(ctx)
+        alive, _ = ctx.extra.get(_STATE) or await _session_state(ctx)
         if not alive:
             raise errors.SessionRevoked()
 
@@ -81,7 +80,7 @@ class NotBefore:
     """The token was issued after the user's last "log out everywhere" or password change."""
 
     async def check(self, ctx: AuthContext) -> None:
-        _, state = await _session_state(ctx)
+        _, state = ctx.extra.get(_STATE) or await _session_state(ctx)
         if ctx.require_claims().iat < state.not_before:
             raise errors.SessionRevoked("The session was ended on every device.")
 

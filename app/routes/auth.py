@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app import transport
-from app.authz import auth_context
+from app.authz import AuthContext, auth_context
 from app.body import read_model
 from app.params import path_uuid
 from app.schemas import LoginBody, LogoutBody, RegisterBody
@@ -72,7 +72,12 @@ async def logout(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    claims = auth_context(request).require_claims()
+    return Response(me_body(auth_context(request)), media_type="application/json")
+
+
+def me_body(ctx: AuthContext) -> bytes:
+    """Who the token's user is: the encoded ``/me`` answer, computed once per token."""
+    claims = ctx.require_claims()
     body: bytes | None = claims.memo.get("me")
     if body is None:
         body = _compact_json(
@@ -87,7 +92,7 @@ async def me(request: Request) -> Response:
             }
         )
         claims.memo["me"] = body
-    return Response(body, media_type="application/json")
+    return body
 
 
 def _compact_json(content: object) -> bytes:
