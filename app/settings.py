@@ -209,8 +209,6 @@ class Settings(BaseSettings):
     # Supabase gateway: admission (docs/deadlocks.md), deadlines, retries and breaker.
     # The thread bound: most Supabase calls in flight (the adaptive limit stays below it).
     upstream_pool_size: int = Field(default=128, ge=1, le=512)
-    # No longer used: admission queues a call while it can still finish in its deadline.
-    upstream_pool_wait_seconds: float = Field(default=0.0, ge=0)
     # The whole budget of a Supabase call, queueing included.
     upstream_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_connect_timeout_seconds: float = Field(default=1.5, gt=0)

@@ -285,9 +285,7 @@ def report(stats: Stats, elapsed: float, users: int) -> None:
         pass
 
 
-def start_stack(
-    workdir: Path, pool_size: int, pool_wait: float, redis_connections: int
-) -> tuple[Stack, str]:
+def start_stack(workdir: Path, pool_size: int, redis_connections: int) -> tuple[Stack, str]:
     stack = Stack(workdir)
     redis_url = stack.redis_url()
     supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
@@ -305,7 +303,6 @@ def start_stack(
         "RATE_LIMIT_ENABLED": "false",
         "LOCKOUT_ENABLED": "false",
         "UPSTREAM_POOL_SIZE": str(pool_size),
-        "UPSTREAM_POOL_WAIT_SECONDS": str(pool_wait),
     }
     app: subprocess.Popen[bytes] = stack.spawn([sys.executable, "-m", "app"], env, quiet=True)
     url = f"http://127.0.0.1:{port}"
@@ -335,15 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=4,
-        help="UPSTREAM_POOL_SIZE (default 4: here localauth shares the two cores, so more "
-        "SDK threads only contend for the GIL; against remote Supabase the app's 16 fits)",
-    )
-    parser.add_argument(
-        "--pool-wait",
-        type=float,
-        default=30.0,
-        help="UPSTREAM_POOL_WAIT_SECONDS (default 30: queue a burst rather than shed it)",
+        default=128,
+        help="UPSTREAM_POOL_SIZE, the thread bound (default 128, the service's own; "
+        "the adaptive limit below it decides how many calls run)",
     )
     parser.add_argument("--redis-connections", type=int, default=256)
     parser.add_argument(
@@ -375,13 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             url = args.url.rstrip("/")
         else:
-            stack, url = start_stack(
-                Path(tmp), args.pool_size, args.pool_wait, args.redis_connections
-            )
+            stack, url = start_stack(Path(tmp), args.pool_size, args.redis_connections)
             print(
                 f"loadtest: stack up at {url} (localauth bcrypt cost 4, "
-                f"UPSTREAM_POOL_SIZE={args.pool_size}, "
-                f"UPSTREAM_POOL_WAIT_SECONDS={args.pool_wait})"
+                f"UPSTREAM_POOL_SIZE={args.pool_size})"
             )
             print(
                 "loadtest: RATE_LIMIT_ENABLED=false and LOCKOUT_ENABLED=false: every "

@@ -249,6 +249,8 @@ class AdmissionController:
         return Ticket(operation, priority, started, started - now)
 
     def mark_started(self, ticket: Ticket) -> None:
+        """Called from the worker thread as the work begins (one float store, on the
+        controller's own clock, which ``release`` measures against)."""
         ticket.started = self._clock()
 
     def release(self, ticket: Ticket, outcome: Outcome) -> None:

@@ -33,7 +33,6 @@ from services.sessions import SessionStore, redis_call
 log = structlog.get_logger("services.events")
 
 ENDING_CHANGES = frozenset({"password", "email", "roles_removed", "banned"})
-KNOWN_CHANGES = ENDING_CHANGES | {"unbanned", "roles_added"}
 # Longer than the signature tolerance on both sides (5 minutes each way).
 _SEEN_SECONDS = 15 * 60
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import enum
 import threading
-import time
 
 import anyio
 import anyio.to_thread
@@ -56,7 +55,7 @@ class ThreadSlot:
             if self._state is _SlotState.ABANDONED:
                 return False
             self._state = _SlotState.RUNNING
-            self._ticket.started = time.monotonic()
+            self._admission.mark_started(self._ticket)
             return True
 
     def finish(self, outcome: Outcome) -> None:

@@ -71,10 +71,6 @@ async def logout(request: Request) -> Response:
     return via.respond(None, status_code=204)
 
 
-async def me(request: Request) -> Response:
-    return Response(me_body(auth_context(request)), media_type="application/json")
-
-
 def me_body(ctx: AuthContext) -> bytes:
     """Who the token's user is: the encoded ``/me`` answer, computed once per token."""
     claims = ctx.require_claims()
