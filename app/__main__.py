@@ -93,15 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    app = create_app(settings)
-    try:
-        sockets = listening_sockets(settings.host, settings.port)
-    except OSError as exc:
-        print(f"cannot listen on {settings.host} port {settings.port}: {exc}", file=sys.stderr)
-        return STARTUP_FAILURE
-    workers = args.workers or settings.web_concurrency
-    if workers > 1:
-        fork_workers(workers)  # returns only in a worker process (app.workers)
     try:
         from app.httpserver import bounded_protocol
 
@@ -111,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ImportError:  # No httptools: h11, bounded by h11_max_incomplete_event_size.
         http = "h11"
+    # Under the bounded protocol the server enforces the header limits; under h11 the app.
+    app = create_app(settings, heads_bounded=http != "h11")
+    try:
+        sockets = listening_sockets(settings.host, settings.port)
+    except OSError as exc:
+        print(f"cannot listen on {settings.host} port {settings.port}: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
+    workers = args.workers or settings.web_concurrency
+    if workers > 1:
+        fork_workers(workers)  # returns only in a worker process (app.workers)
     config = uvicorn.Config(
         app,
         # Only for uvicorn's messages: the sockets above decide where it listens.

@@ -1,10 +1,10 @@
 """The first checks of every request: a bounded head and an allowed ``Host``.
 
-Header limits are enforced twice: by the HTTP server itself (``app.httpserver`` bounds the
-bytes of a head while it is still arriving, so a client cannot make the process buffer
-megabytes), and here, for any ASGI server, on the parsed head: more than
-``MAX_HEADER_COUNT`` headers, or more than ``MAX_HEADER_BYTES`` of request line and headers,
-is a 431 problem. ``ALLOWED_HOSTS`` refuses a ``Host`` this service does not answer for
+Header limits: more than ``MAX_HEADER_COUNT`` headers, or more than ``MAX_HEADER_BYTES`` of
+request line and headers, is a 431 problem. ``python -m app`` serves with
+``app.httpserver``, which enforces them while the head is still arriving (so a client cannot
+make the process buffer megabytes); under any other ASGI server they are checked here, on
+the parsed head. ``ALLOWED_HOSTS`` refuses a ``Host`` this service does not answer for
 with 400 ``invalid_host`` (the health and metrics paths excepted: platform probes use
 addresses), so nothing downstream can be steered by a forged ``Host``.
 """
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from app.problems import problem_response
 from services import errors
 
 _UNGUARDED_HOST_PATHS = ("/health/", "/metrics")
@@ -51,40 +50,37 @@ class HostPatterns:
         return host in self.exact or (bool(self.suffixes) and host.endswith(self.suffixes))
 
 
-class EdgeGuardMiddleware:
+class EdgeGuard:
+    """The checks, run by the edge middleware (``app.middleware``) before routing.
+
+    ``check_head=False`` when the HTTP server already bounds heads with the same limits
+    (``python -m app`` serves with ``app.httpserver``): the count is then not made twice.
+    """
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         allowed_hosts: Sequence[str],
         max_header_count: int,
         max_header_bytes: int,
-        production: bool,
+        check_head: bool = True,
     ) -> None:
-        self.app = app
         self.hosts = HostPatterns(allowed_hosts)
         self.max_count = max_header_count
         self.max_bytes = max_header_bytes
-        self.production = production
+        self.check_head = check_head
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        count, size = head_size(scope)
-        refusal: errors.AuthServiceError | None = None
-        if count > self.max_count or size > self.max_bytes:
-            refusal = errors.HeadersTooLarge(
-                f"At most {self.max_count} headers and {self.max_bytes} bytes of request "
-                "line and headers are accepted."
-            )
-        elif not self.hosts.any and not scope["path"].startswith(_UNGUARDED_HOST_PATHS):
+    def refusal(self, scope: Scope) -> errors.AuthServiceError | None:
+        """The error to answer this request with instead of serving it, if any."""
+        if self.check_head:
+            count, size = head_size(scope)
+            if count > self.max_count or size > self.max_bytes:
+                return errors.HeadersTooLarge(
+                    f"At most {self.max_count} headers and {self.max_bytes} bytes of request "
+                    "line and headers are accepted."
+                )
+        if not self.hosts.any and not scope["path"].startswith(_UNGUARDED_HOST_PATHS):
             host = next((v for n, v in scope["headers"] if n == b"host"), None)
             if not self.hosts.allows(host):
-                refusal = errors.InvalidHost()
-        if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        request_id = scope.get("state", {}).get("request_id")
-        response = problem_response(refusal, request_id=request_id, production=self.production)
-        await response(scope, receive, send)
+                return errors.InvalidHost()
+        return None

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.state import redis_config
-from services import errors, metrics
+from services import errors, metrics, tallies
 from services.breaker import BreakerState
 from services.redis_probe import CommandProbe, write_probe
 
@@ -294,6 +294,7 @@ async def metrics_endpoint(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
     if services is not None:
         refresh_gauges(services)
+    tallies.flush()  # every request answered so far, on the loop's thread
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

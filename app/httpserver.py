@@ -55,8 +55,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_open = False
         self._head_bytes = 0  # bytes received while the current head is incomplete
-        self._parsed_bytes = 0  # bytes of request line and headers the parser completed
-        self._header_count = 0
         self._head_refused = False
 
     def data_received(self, data: bytes) -> None:
@@ -78,26 +76,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open = True
-        self._head_bytes = self._parsed_bytes = self._header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url), 0)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4, 1)
-        super().on_header(name, value)
+        self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
+        # The parsed head, counted once it is complete (a head that took several segments
+        # was already bounded while it arrived, by ``data_received``).
         self._head_open = False
-        super().on_headers_complete()
-
-    def _count(self, size: int, headers: int) -> None:
-        self._header_count += headers
-        self._parsed_bytes += size
-        if self._header_count > self.max_header_count or self._parsed_bytes > self.max_header_bytes:
+        headers = self.headers
+        if len(headers) > self.max_header_count or (
+            len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes
+        ):
             self._head_refused = True
             raise _HeadTooLarge
+        super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
         # A parser error raised by our own callbacks is the head limit, not bad syntax.

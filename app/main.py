@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +21,9 @@ from app import health, problems
 from app.authz import AuthzMiddleware
 from app.authz.endpoint import ContextEndpoint
 from app.authz.layers import RateLimit, ResponseHeaders
-from app.edgeguard import EdgeGuardMiddleware
+from app.edgeguard import EdgeGuard
 from app.logging import configure_logging
-from app.middleware import EdgeMiddleware, ProxyFitMiddleware
+from app.middleware import EdgeMiddleware, ProxyFit
 from app.openapi import openapi_endpoint
 from app.policy import POLICIES
 from app.routes import account, admin, auth, confirmation, events, mfa, oauth, otp, recovery
@@ -30,7 +31,7 @@ from app.settings import Settings
 from app.state import open_services
 from app.transport import TRANSPORT_HEADER
 from app.version import __version__
-from services import errors
+from services import errors, tallies
 from services.auth import LoginGuard
 
 Endpoint = Callable[[Request], Any] | ContextEndpoint
@@ -110,9 +111,11 @@ def create_app(
     *,
     guard: LoginGuard | None = None,
     configure_logs: bool = True,
+    heads_bounded: bool = False,
 ) -> Starlette:
     """Build the app; without ``settings`` they are read from the environment, so
-    ``uvicorn --factory app.main:create_app`` works."""
+    ``uvicorn --factory app.main:create_app`` works. ``heads_bounded``: the HTTP server
+    already enforces the header limits (``app.httpserver``), so the app does not recount."""
     if settings is None:
         settings = Settings.from_environ(os.environ)
     if configure_logs:
@@ -122,6 +125,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.services = await open_services(settings, stack, guard=guard)
+            flusher = asyncio.create_task(tallies.flush_forever(), name="metrics-flush")
+            stack.callback(flusher.cancel)
             # Everything alive now (modules, SDK models, clients) lives as long as the
             # process: keep the collector from walking it, which otherwise shows up as
             # tens-of-milliseconds pauses in the latency tail.
@@ -158,18 +163,20 @@ def create_app(
     ]
     middleware = [
         Middleware(
-            ProxyFitMiddleware,
-            trusted=settings.trusted_proxies,
-            hops=settings.forwarded_hops,
-            prefixes=settings.forwarded_prefixes,
-        ),
-        Middleware(EdgeMiddleware, access_log=settings.log_access),
-        Middleware(
-            EdgeGuardMiddleware,
-            allowed_hosts=settings.allowed_hosts,
-            max_header_count=settings.max_header_count,
-            max_header_bytes=settings.max_header_bytes,
+            EdgeMiddleware,
+            proxy=ProxyFit(
+                settings.trusted_proxies,
+                hops=settings.forwarded_hops,
+                prefixes=settings.forwarded_prefixes,
+            ),
+            guard=EdgeGuard(
+                allowed_hosts=settings.allowed_hosts,
+                max_header_count=settings.max_header_count,
+                max_header_bytes=settings.max_header_bytes,
+                check_head=not heads_bounded,
+            ),
             production=settings.is_production,
+            access_log=settings.log_access,
         ),
     ]
     if settings.cors_origins:

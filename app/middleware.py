@@ -1,6 +1,9 @@
-"""Pure ASGI middleware for the edge: proxy headers, request ids, metrics, the access log.
+"""The edge: one pure ASGI middleware for proxy headers, the head and ``Host`` checks,
+request ids, metrics and the access log.
 
-Pure ASGI (not ``BaseHTTPMiddleware``) because every layer here runs on the hot path.
+One layer, not one per concern, because it runs on every request, the hot path included:
+each ASGI layer costs a coroutine and a call frame per request, and the concerns are
+plain objects it calls in order (``ProxyFit``, then ``app.edgeguard.EdgeGuard``).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import os
 import time
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.edgeguard import EdgeGuard
 from app.forwarded import (
     ProxyTrust,
     address_text,
@@ -22,7 +25,9 @@ from app.forwarded import (
     parse_address,
 )
 from app.logging import REQUEST_ID, access_logger
-from services import metrics
+from app.problems import problem_response
+from services import errors, metrics
+from services.tallies import LatencyTally, Tally
 
 # Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
 # it on every request and prints it in its own access and error logs, so one id joins both
@@ -32,12 +37,14 @@ _MAX_REQUEST_ID = 128
 
 
 def _incoming_id(scope: Scope) -> str | None:
-    found: dict[bytes, bytes] = {}
+    kong: bytes | None = None
+    plain: bytes | None = None
     for name, value in scope["headers"]:
-        if name in REQUEST_ID_HEADERS:
-            found[name] = value
-    for name in REQUEST_ID_HEADERS:
-        value = found.get(name)
+        if name == b"x-kong-request-id":
+            kong = value
+        elif name == b"x-request-id":
+            plain = value
+    for value in (kong, plain):
         if value:
             text = value.decode("latin-1")[:_MAX_REQUEST_ID]
             if text.isprintable():
@@ -45,7 +52,7 @@ def _incoming_id(scope: Scope) -> str | None:
     return None
 
 
-class ProxyFitMiddleware:
+class ProxyFit:
     """The client address, scheme and path prefix as the client used them.
 
     ``X-Forwarded-For/-Proto/-Prefix`` count only when the peer is a trusted proxy
@@ -58,33 +65,28 @@ class ProxyFitMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
         trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
         hops: int = 1,
         prefixes: Sequence[str] = (),
     ) -> None:
-        self.app = app
         self.trust = ProxyTrust.build(trusted, hops)
         self.prefixes = frozenset(prefixes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def apply(self, scope: Scope) -> None:
+        """Rewrite ``client``, ``scheme`` and the paths of an HTTP or WebSocket scope."""
         client = scope.get("client")
-        if scope["type"] == "lifespan" or not client:
-            await self.app(scope, receive, send)
+        if not client:
             return
         host = client[0]
         if not self.trust.networks and not host.startswith("::ffff:"):
-            await self.app(scope, receive, send)  # the hot path with no proxy in front
-            return
+            return  # the hot path with no proxy in front
         peer = parse_address(host)
         if peer is None:  # not an IP peer (a unix socket): nothing to trust or fold
-            await self.app(scope, receive, send)
             return
         if not self.trust.trusts(peer):
             text = address_text(peer)
             if text != host:
                 scope["client"] = (text, client[1])
-            await self.app(scope, receive, send)
             return
         chain: list[str] = []
         prefixed = False
@@ -108,10 +110,9 @@ class ProxyFitMiddleware:
                         scope["raw_path"] = prefix.encode("latin-1") + scope["raw_path"]
         address = self.trust.client(peer, forwarded_entries(chain))
         scope["client"] = (address_text(address), client[1] if address == peer else 0)
-        await self.app(scope, receive, send)
 
 
-_Series = tuple[Counter, Histogram]
+_Series = tuple[Tally, LatencyTally]
 # The method label takes client input: anything unusual is folded, so labels stay bounded.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Polled every few seconds by Kong, Railway and Prometheus: logged at debug unless they fail.
@@ -119,18 +120,34 @@ _QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 
 class EdgeMiddleware:
-    """Per request: the gateway's request id (or a new one) for logs and the response, and
-    the request count and latency by route template (never the raw path), and one access
-    log line. One middleware, one ``send`` wrapper: this runs on every request, the hot path
-    included."""
+    """Per request, in order: the client address as the client used it (``ProxyFit``); the
+    gateway's request id (or a new one) for logs and the response; the head and ``Host``
+    checks (``EdgeGuard``, answered as problems); then the request count and latency by
+    route template (never the raw path), and one access log line."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        proxy: ProxyFit,
+        guard: EdgeGuard,
+        production: bool = False,
+        access_log: bool = True,
+    ) -> None:
         self.app = app
+        self.proxy = proxy
+        self.guard = guard
+        self.production = production
         # Built after logging is configured (Starlette builds middleware on first use), so
         # the logger is made once here rather than resolved on every request.
-        self._access = access_logger() if access_log else None
-        # Labelled children, looked up once per (route, method, status): ``labels()``
-        # takes a lock and builds a tuple on every call, which the hot path can skip.
+        logger = access_logger() if access_log else None
+        # A logger filtered below INFO and DEBUG writes nothing: skip building the line.
+        is_enabled_for = getattr(logger, "is_enabled_for", None)
+        enabled = logger is not None and (is_enabled_for is None or is_enabled_for(10))
+        self._access = logger if enabled else None
+        # Labelled children, looked up once per (route, method, status) and counted in
+        # lock-free tallies (services.tallies): ``labels()`` and ``inc()`` take a lock on
+        # every call, which the hot path can skip.
         self._series: dict[tuple[str, str, int], _Series] = {}
 
     def _series_for(self, template: str, method: str, status: int) -> _Series:
@@ -138,16 +155,19 @@ class EdgeMiddleware:
         series = self._series.get(key)
         if series is None:
             series = (
-                metrics.REQUESTS.labels(template, method, str(status)),
-                metrics.REQUEST_LATENCY.labels(template, method),
+                Tally(metrics.REQUESTS.labels(template, method, str(status))),
+                LatencyTally(metrics.REQUEST_LATENCY.labels(template, method)),
             )
             self._series[key] = series
         return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                self.proxy.apply(scope)
             await self.app(scope, receive, send)
             return
+        self.proxy.apply(scope)
         started = time.perf_counter()
         request_id = _incoming_id(scope) or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -166,17 +186,32 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            refusal = self.guard.refusal(scope)
+            if refusal is None:
+                await self.app(scope, receive, send_wrapper)
+            else:
+                await self._refuse(refusal, request_id, scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             count, latency = self._series_for(template, method, status)
-            count.inc()
+            count.n += 1
             elapsed = time.perf_counter() - started
             latency.observe(elapsed)
             if self._access is not None:
                 self._log_access(scope, method, template, status, elapsed)
+
+    async def _refuse(
+        self,
+        refusal: errors.AuthServiceError,
+        request_id: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        response = problem_response(refusal, request_id=request_id, production=self.production)
+        await response(scope, receive, send)
 
     def _log_access(
         self, scope: Scope, method: str, template: str, status: int, elapsed: float

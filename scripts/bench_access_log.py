@@ -66,10 +66,13 @@ async def _round(app: Any, requests: int) -> float:
 
 
 async def _main(rounds: int, requests: int) -> tuple[float, float]:
-    from app.middleware import EdgeMiddleware
+    from app.edgeguard import EdgeGuard
+    from app.middleware import EdgeMiddleware, ProxyFit
 
-    on = EdgeMiddleware(_inner, access_log=True)
-    off = EdgeMiddleware(_inner, access_log=False)
+    proxy = ProxyFit([])
+    guard = EdgeGuard(allowed_hosts=[], max_header_count=100, max_header_bytes=32768)
+    on = EdgeMiddleware(_inner, proxy=proxy, guard=guard, access_log=True)
+    off = EdgeMiddleware(_inner, proxy=proxy, guard=guard, access_log=False)
     with_log, without = [], []
     for _ in range(rounds):
         with_log.append(await _round(on, requests))

@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,85 @@ async def call_many(app: ASGI, path: str, headers: list[tuple[bytes, bytes]], n:
     return elapsed / n * 1e6
 
 
+async def breakdown(app: Starlette, headers: list[tuple[bytes, bytes]], n: int) -> None:
+    """µs of each part of the /me path, peeled from the outside in (same scope each time)."""
+    from app.authz.base import AuthContext
+    from app.policy import POLICIES
+
+    route = next(r for r in app.routes if isinstance(r, Route) and r.name == "auth:me")
+    assert isinstance(route, Route)
+    services = app.state.services
+    parts: dict[str, Callable[[], Awaitable[Any]]] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        return None
+
+    def scope() -> dict[str, Any]:
+        s = scope_for("/api/v1/auth/me", headers, app)
+        s["state"] = {}
+        return s
+
+    parts["whole app"] = lambda: app(scope(), receive, send)
+    stack = app.middleware_stack
+    assert stack is not None
+    inner = stack
+    names = []
+    while hasattr(inner, "app") and not hasattr(inner, "routes"):
+        names.append(type(inner).__name__)
+        inner = inner.app
+        label = "inside " + names[-1]
+        parts[label] = (lambda a: lambda: a(scope(), receive, send))(inner)
+    parts["route (policy + endpoint)"] = lambda: route.app(scope(), receive, send)
+    endpoint = route.endpoint
+
+    async def endpoint_only() -> None:
+        s = scope()
+        ctx = AuthContext(s, services, "127.0.0.1")
+        ctx.claims = await services.verifier.verify(token_of(headers))
+        s["state"]["auth"] = ctx
+        await endpoint(s, receive, send)
+
+    parts["endpoint (+ a cached verify)"] = endpoint_only
+    for layer in POLICIES["auth:me"]:
+
+        async def one(layer: Any = layer) -> None:
+            s = scope()
+            ctx = AuthContext(s, services, "127.0.0.1")
+            ctx.token = token_of(headers)
+            ctx.claims = await services.verifier.verify(ctx.token)
+            await layer.check(ctx)
+
+        parts[f"layer {type(layer).__name__} (+ a cached verify)"] = one
+    parts["(building the scope: in every row)"] = _scope_only(scope)
+    timings: dict[str, list[float]] = {label: [] for label in parts}
+    for call in parts.values():
+        for _ in range(200):
+            await call()
+    for _ in range(7):  # interleaved rounds; the fastest of each part is printed
+        for label, call in parts.items():
+            started = time.perf_counter()
+            for _ in range(n // 7):
+                await call()
+            timings[label].append((time.perf_counter() - started) / (n // 7) * 1e6)
+    print("where /me's time goes (in-process µs per call, fastest of 7 interleaved rounds):")
+    for label, values in timings.items():
+        print(f"  {label:45s} {min(values):6.1f} µs")
+
+
+def _scope_only(build: Callable[[], dict[str, Any]]) -> Callable[[], Awaitable[Any]]:
+    async def call() -> None:
+        build()
+
+    return call
+
+
+def token_of(headers: list[tuple[bytes, bytes]]) -> str:
+    return dict(headers)[b"authorization"].decode().removeprefix("Bearer ")
+
+
 async def measure(
     app: Starlette, token: str, requests: int, rounds: int, profile: bool
 ) -> dict[str, float]:
@@ -95,6 +174,7 @@ async def measure(
         theirs.append(await call_many(bare, "/hello", [], requests // rounds))
         ours.append(await call_many(app, "/api/v1/auth/me", me_headers, requests // rounds))
     result = {"me_us": statistics.median(ours), "bare_us": statistics.median(theirs)}
+    await breakdown(app, me_headers, requests // rounds)
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -111,7 +191,8 @@ async def run(settings_env: dict[str, str], requests: int, rounds: int, profile:
     from app.settings import Settings
 
     settings = Settings.from_environ(settings_env)
-    app = create_app(settings, configure_logs=False)
+    # Logging and head checks as `python -m app` configures them.
+    app = create_app(settings, heads_bounded=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:

@@ -27,10 +27,11 @@ from services import session_keys as keys
 from services.invalidation import InvalidationCache
 from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
 from services.redis_client import Durable, RedisClient
+from services.tallies import Tally
 
 log = structlog.get_logger("services.sessions")
-_SESSION_HIT = metrics.TOKEN_CACHE.labels("session_hit")
-_SESSION_MISS = metrics.TOKEN_CACHE.labels("session_miss")
+_SESSION_HIT = Tally(metrics.TOKEN_CACHE.labels("session_hit"))
+_SESSION_MISS = Tally(metrics.TOKEN_CACHE.labels("session_miss"))
 T = TypeVar("T")
 
 
@@ -134,6 +135,17 @@ class SessionStore(InvalidationCache):
 
     # -- the hot path ----------------------------------------------------------------
 
+    def cached(self, sid: str, uid: str) -> tuple[bool, UserState] | None:
+        """``lookup``'s answer from the cache while it is trusted, without awaiting (the
+        hot path's probe); None when only Redis can tell."""
+        if self.cache_trusted:
+            owner = self._alive.get(sid)
+            state = self._users.get(uid)
+            if owner is not None and state is not None:
+                _SESSION_HIT.n += 1
+                return owner == uid, state
+        return None
+
     async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
         """Whether the session is alive **and belongs to** ``uid``, and the user's state:
         from the cache while it is trusted, else from Redis (``RedisUnavailable`` if Redis
@@ -142,9 +154,9 @@ class SessionStore(InvalidationCache):
             owner = self._alive.get(sid)
             state = self._users.get(uid)
             if owner is not None and state is not None:
-                _SESSION_HIT.inc()
+                _SESSION_HIT.n += 1
                 return owner == uid, state
-        _SESSION_MISS.inc()
+        _SESSION_MISS.n += 1
         generation = self._generation
         # One key, one command: one round trip on every topology.
         value, nbf, banned = await redis_call(

@@ -27,12 +27,26 @@ class AuthContext:
 
     scope: Scope
     services: Services
-    headers: Headers
     client_ip: str
     token: str | None = None
     claims: Claims | None = None
     service_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers (built on use: the hot path reads one with ``header``)."""
+        return Headers(scope=self.scope)
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of one header (``name`` in lower case), without building
+        ``headers``."""
+        key: bytes
+        value: bytes
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
 
     @property
     def path_params(self) -> dict[str, Any]:
@@ -57,12 +71,7 @@ class AuthzMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        ctx = AuthContext(
-            scope=scope,
-            services=scope["app"].state.services,
-            headers=Headers(scope=scope),
-            client_ip=client[0] if client else "",
-        )
+        ctx = AuthContext(scope, scope["app"].state.services, client[0] if client else "")
         # Stored first so the access log names the user even when a later layer refuses.
         scope.setdefault("state", {})["auth"] = ctx
         for layer in self.layers:

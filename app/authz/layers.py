@@ -28,7 +28,7 @@ class Bearer:
     """Authentication: an ``Authorization: Bearer`` token must be present."""
 
     async def check(self, ctx: AuthContext) -> None:
-        value = ctx.headers.get("authorization", "")
+        value = ctx.header(b"authorization") or ""
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.MissingToken(headers={"WWW-Authenticate": 'Bearer realm="api"'})
@@ -41,16 +41,28 @@ class VerifyToken:
     async def check(self, ctx: AuthContext) -> None:
         if ctx.token is None:
             raise errors.MissingToken()
+        verifier = ctx.services.verifier
         try:
-            ctx.claims = await ctx.services.verifier.verify(ctx.token)
+            ctx.claims = verifier.cached(ctx.token) or await verifier.verify(ctx.token)
         except errors.Unauthenticated as exc:
             exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
             raise
 
 
+def _known_state(ctx: AuthContext) -> tuple[bool, UserState] | None:
+    """The session state if this request or the session cache already knows it: the layers
+    below share one lookup per request, and a cached one costs no await."""
+    found: tuple[bool, UserState] | None = ctx.extra.get(_STATE)
+    if found is None:
+        claims = ctx.require_claims()
+        found = ctx.services.sessions.cached(claims.session_id, claims.sub)
+        if found is not None:
+            ctx.extra[_STATE] = found
+    return found
+
+
 async def _session_state(ctx: AuthContext) -> tuple[bool, UserState]:
-    """One (cached) session-store lookup per request, shared by the layers below (each
-    reads ``ctx.extra`` first, so only the first of them awaits this)."""
+    """The session-store lookup, when ``_known_state`` had no answer."""
     claims = ctx.require_claims()
     found = await ctx.services.sessions.lookup(claims.session_id, claims.sub)
     ctx.extra[_STATE] = found
@@ -62,7 +74,7 @@ class AccountStatus:
     anyone can trigger one, so it only gates password attempts."""
 
     async def check(self, ctx: AuthContext) -> None:
-        _, state = ctx.extra.get(_STATE) or await _session_state(ctx)
+        _, state = _known_state(ctx) or await _session_state(ctx)
         if state.banned:
             raise errors.UserBanned()
 
@@ -71,7 +83,7 @@ class SessionAlive:
     """The token's session has not been logged out or revoked."""
 
     async def check(self, ctx: AuthContext) -> None:
-        alive, _ = ctx.extra.get(_STATE) or await _session_state(ctx)
+        alive, _ = _known_state(ctx) or await _session_state(ctx)
         if not alive:
             raise errors.SessionRevoked()
 
@@ -80,7 +92,7 @@ class NotBefore:
     """The token was issued after the user's last "log out everywhere" or password change."""
 
     async def check(self, ctx: AuthContext) -> None:
-        _, state = ctx.extra.get(_STATE) or await _session_state(ctx)
+        _, state = _known_state(ctx) or await _session_state(ctx)
         if ctx.require_claims().iat < state.not_before:
             raise errors.SessionRevoked("The session was ended on every device.")
 

@@ -58,6 +58,9 @@ class FakeSessions:
     async def assurance(self, sid: str, uid: str) -> str:
         return self.aal
 
+    def cached(self, sid: str, uid: str) -> tuple[bool, UserState] | None:
+        return None
+
     async def lookup(self, sid: str, uid: str) -> tuple[bool, UserState]:
         self.lookups += 1
         return self.answer
@@ -83,11 +86,14 @@ def context(
         credential_guard=None,
         principals=None,
     )
-    scope = {"type": "http", "path_params": path_params or {}, "headers": []}
+    scope = {
+        "type": "http",
+        "path_params": path_params or {},
+        "headers": Headers(headers or {}).raw,
+    }
     return AuthContext(
         scope=scope,
         services=cast(Any, services),
-        headers=Headers(headers or {}),
         client_ip=client_ip,
         claims=token_claims,
     )
