@@ -14,7 +14,7 @@ import structlog
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from services import audit, errors, metrics
+from services import audit, errors, metrics, tallies
 from services.breaker import Caller
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
@@ -34,14 +34,17 @@ CLOCK_SKEW_WARNING_SECONDS = 10.0
 class LoginGuard(Protocol):
     """Brute-force protection around password checks (see ``services.lockout``)."""
 
-    async def before_attempt(self, email: str, ip: str) -> None: ...
+    async def before_attempt(self, email: str, ip: str) -> bool:
+        """Refuse a locked-out attempt; else True if ``record_success`` has work to do."""
+        ...
+
     async def record_failure(self, email: str, ip: str) -> None: ...
     async def record_success(self, email: str, ip: str) -> None: ...
 
 
 class NoLoginGuard:
-    async def before_attempt(self, email: str, ip: str) -> None:
-        return None
+    async def before_attempt(self, email: str, ip: str) -> bool:
+        return False
 
     async def record_failure(self, email: str, ip: str) -> None:
         return None
@@ -156,7 +159,7 @@ class AuthService:
                     "register",
                     self.redis.set(record_key, json.dumps(user), ex=self.registration_window),
                 )
-                metrics.AUTH_OUTCOMES.labels("register", "ok").inc()
+                tallies.count(metrics.AUTH_OUTCOMES, "register", "ok")
                 log.info("user_registered", user_id=user.get("id"))
         finally:
             await self._release(lock)
@@ -165,7 +168,7 @@ class AuthService:
             # as late as a fresh one would (padded after the lock is released); no tokens,
             # so the client signs in next either way.
             if taken:
-                metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+                tallies.count(metrics.AUTH_OUTCOMES, "register", "exists")
                 await self.register_floor.pad(started)
             return Registration(user={"email": email}, session=None)
         if not self.email_confirm:
@@ -180,7 +183,7 @@ class AuthService:
         other duplicate is a conflict."""
         raw = await redis_call("register", self.redis.get(record_key))
         if raw is None:
-            metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "register", "exists")
             raise errors.EmailExists()
         user = json.loads(raw)
         try:
@@ -189,9 +192,9 @@ class AuthService:
             # GoTrue checks the password before confirmation, so this proves the password.
             return Registration(user=user, session=None)
         except errors.InvalidCredentials:
-            metrics.AUTH_OUTCOMES.labels("register", "exists").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "register", "exists")
             raise errors.EmailExists() from None
-        metrics.AUTH_OUTCOMES.labels("register", "replayed").inc()
+        tallies.count(metrics.AUTH_OUTCOMES, "register", "replayed")
         return Registration(user=session.user, session=session)
 
     # -- login -----------------------------------------------------------------------
@@ -199,9 +202,9 @@ class AuthService:
     async def login(self, email: str, password: str, client: Client) -> AuthSession:
         email = email.strip().lower()
         try:
-            await self.guard.before_attempt(email, client.ip)
+            dirty = await self.guard.before_attempt(email, client.ip)
         except errors.LockedOut:
-            metrics.AUTH_OUTCOMES.labels("login", "locked").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "login", "locked")
             raise
         started = time.monotonic()
         try:
@@ -211,7 +214,7 @@ class AuthService:
         except (errors.InvalidCredentials, errors.UserBanned) as exc:
             # Supabase Auth reports a ban before it checks the password, so "banned" would
             # tell anyone that the address has an account; it stays "invalid credentials".
-            metrics.AUTH_OUTCOMES.labels("login", "invalid").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "login", "invalid")
             audit.event(
                 "auth.sign_in_failed",
                 reason=exc.code,  # the operator sees the ban the client is not told of
@@ -225,7 +228,7 @@ class AuthService:
             raise errors.InvalidCredentials() from None
         except errors.EmailNotConfirmed as exc:
             # Reported only after a correct password (GoTrue checks it first).
-            metrics.AUTH_OUTCOMES.labels("login", exc.code).inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "login", exc.code)
             audit.event(
                 "auth.sign_in_failed",
                 reason=exc.code,
@@ -234,11 +237,15 @@ class AuthService:
             )
             raise
         self.login_floor.observe(time.monotonic() - started)
-        # Independent writes: one round trip of latency instead of one each.
-        await asyncio.gather(
-            self._record_session(session, client), self.guard.record_success(email, client.ip)
-        )
-        metrics.AUTH_OUTCOMES.labels("login", "ok").inc()
+        if dirty:
+            # Independent writes: one round trip of latency instead of one each.
+            await asyncio.gather(
+                self._record_session(session, client),
+                self.guard.record_success(email, client.ip),
+            )
+        else:
+            await self._record_session(session, client)
+        tallies.count(metrics.AUTH_OUTCOMES, "login", "ok")
         return session
 
     async def _open_session(self, email: str, password: str, client: Client) -> AuthSession:
@@ -268,7 +275,7 @@ class AuthService:
         while True:
             cached = await self._grace_answer(refresh_token)
             if cached is not None:
-                metrics.AUTH_OUTCOMES.labels("refresh", "shared").inc()
+                tallies.count(metrics.AUTH_OUTCOMES, "refresh", "shared")
                 return cached
             lock = self._lock(f"{key}:lock")
             if await redis_call("lock", lock.acquire(blocking=False)):
@@ -289,7 +296,7 @@ class AuthService:
         session = AuthSession(**json.loads(raw))
         sid, uid = _session_claims(session)
         if await self.sessions.get(sid, uid) is None:
-            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
             raise errors.InvalidRefreshToken()
         return session
 
@@ -301,7 +308,7 @@ class AuthService:
         record = await self.sessions.refresh_record(refresh_token)
         if record is not None and record.used:
             await self.sessions.revoke(record.uid, [record.sid])
-            metrics.AUTH_OUTCOMES.labels("refresh", "reused").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "reused")
             audit.event(
                 "refresh.reuse_detected",
                 session_id=record.sid,
@@ -310,19 +317,19 @@ class AuthService:
             )
             raise errors.RefreshTokenReused()
         if record is not None and await self.sessions.get(record.sid, record.uid) is None:
-            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
             raise errors.InvalidRefreshToken()
         try:
             # The account is not known before the answer: the token stands for it.
             session = await self.gateway.refresh(refresh_token, caller=Caller.of(client.ip, key))
         except errors.Unauthenticated:
-            metrics.AUTH_OUTCOMES.labels("refresh", "invalid").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "invalid")
             raise
         sid, uid = _session_claims(session)
         if not await self.sessions.touch(sid, uid, ip=client.ip):
             # Revoked here (reuse detection, admin action) while Supabase still had it.
             await self._end_upstream(session.access_token, "local")
-            metrics.AUTH_OUTCOMES.labels("refresh", "revoked").inc()
+            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
             raise errors.InvalidRefreshToken()
         # The "used" marker turns a replay into an immediate revocation here; it matters
         # while an access token of this rotation can still be in use (docs/redis.md).
@@ -335,7 +342,7 @@ class AuthService:
             grace_ms=int(self.refresh_grace * 1000),
             used_ttl=max(int(self.refresh_grace) + 1, session.expires_in + 60),
         )
-        metrics.AUTH_OUTCOMES.labels("refresh", "ok").inc()
+        tallies.count(metrics.AUTH_OUTCOMES, "refresh", "ok")
         return session
 
     # -- logout and sessions -----------------------------------------------------------
@@ -349,7 +356,7 @@ class AuthService:
                 claims.sub, keep=claims.session_id if scope == "others" else None
             )
         await self._end_upstream(access_token, scope)
-        metrics.AUTH_OUTCOMES.labels("logout", scope).inc()
+        tallies.count(metrics.AUTH_OUTCOMES, "logout", scope)
         audit.event("auth.logout", user_id=claims.sub, session_id=claims.session_id, scope=scope)
 
     async def _end_upstream(self, access_token: str, scope: LogoutScope) -> None:

@@ -68,7 +68,7 @@ class SecretGuard:
         if self.lockout is None:
             return await guess()
         try:
-            await self.lockout.before_attempt(subject, ip)
+            dirty = await self.lockout.before_attempt(subject, ip)
         except errors.LockedOut as exc:
             raise errors.CodeLockedOut(self.detail, retry_after=exc.retry_after) from None
         try:
@@ -76,7 +76,8 @@ class SecretGuard:
         except self.wrong:
             await self.lockout.record_failure(subject, ip)
             raise
-        await self.lockout.record_success(subject, ip)
+        if dirty:
+            await self.lockout.record_success(subject, ip)
         return result
 
 

@@ -57,7 +57,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from services import apikeys, errors, keyrefusals, metrics
+from services import apikeys, errors, keyrefusals, metrics, tallies
 from services.account_gateway import AccountOperations
 from services.admission import (
     AdmissionConfig,
@@ -143,7 +143,7 @@ def build_http_client(config: GatewayConfig) -> httpx.Client:
         retries=0,
         network_backend=DeadlineBackend(),
     )
-    return httpx.Client(
+    client = httpx.Client(
         transport=transport,
         # Reads and writes get the time left of the deadline (``_time_left``), never less;
         # the pool never waits (a connection per slot), its bound is a safety net.
@@ -155,6 +155,19 @@ def build_http_client(config: GatewayConfig) -> httpx.Client:
         ),
         follow_redirects=False,
     )
+    # One client serves every user's calls, and Supabase Auth's API is stateless (tokens,
+    # not cookies): a cookie one answer set would go out with the next user's call. httpx
+    # has no switch for that, so its jar is replaced by one that keeps nothing (which also
+    # spares parsing every answer's headers for cookies).
+    client._cookies = _NoCookies()
+    return client
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that never stores a cookie."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -361,8 +374,8 @@ class SupabaseGateway(AccountOperations):
             outcome = "ok"
             return result
         finally:
-            metrics.UPSTREAM_CALLS.labels(operation, outcome).inc()
-            metrics.UPSTREAM_LATENCY.labels(operation).observe(time.monotonic() - started)
+            tallies.count(metrics.UPSTREAM_CALLS, operation, outcome)
+            tallies.observe(metrics.UPSTREAM_LATENCY, time.monotonic() - started, operation)
 
     def _circuit_open(self) -> errors.CircuitOpen:
         return errors.CircuitOpen(

@@ -23,7 +23,10 @@ Keys (``h`` = SHA-256 of the normalised email, so keys hold no addresses in clea
 Both keys carry the hash tag ``{lk:H}``, so the two-key scripts stay in one Cluster slot.
 
 Success clears the account's failure state (not its known addresses); ``unlock`` (admin)
-deletes it. Existing sessions are never touched: a lockout only gates password attempts.
+deletes it. A success that would change nothing (no failures, the address known and its
+set refreshed within a day) writes nothing: the check tells, so most logins cost one
+lockout command, not two. Existing sessions are never touched: a lockout only gates
+password attempts.
 """
 
 from __future__ import annotations
@@ -35,18 +38,25 @@ from services import audit, errors, metrics
 from services.redis_client import RedisClient
 from services.sessions import redis_call
 
-# KEYS: state, known. ARGV: ip. Returns {retry_after_ms, reason(0 none, 1 ip, 2 account)}.
+# KEYS: state, known. ARGV: ip, fresh (s). Returns {retry_after_ms, reason(0 none, 1 ip,
+# 2 account), dirty}: dirty is 0 when a success would change nothing (no failure state, the
+# address known, its set refreshed within the last known_ttl - fresh seconds).
 _CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ip = ARGV[1]
 local until_ip = tonumber(redis.call('HGET', KEYS[1], 'l:' .. ip) or 0)
-if until_ip > now then return {until_ip - now, 1} end
+if until_ip > now then return {until_ip - now, 1, 1} end
 local until_acc = tonumber(redis.call('HGET', KEYS[1], 'al') or 0)
-if until_acc > now and redis.call('SISMEMBER', KEYS[2], ip) == 0 then
-  return {until_acc - now, 2}
+local known = redis.call('SISMEMBER', KEYS[2], ip) == 1
+if until_acc > now and not known then
+  return {until_acc - now, 2, 1}
 end
-return {0, 0}
+if known and redis.call('EXISTS', KEYS[1]) == 0
+   and redis.call('TTL', KEYS[2]) > tonumber(ARGV[2]) then
+  return {0, 0, 0}
+end
+return {0, 0, 1}
 """
 
 # KEYS: state. ARGV: ip, window, ip_threshold, base, max_lock, account_window,
@@ -97,6 +107,8 @@ class LockoutPolicy:
     account_threshold: int = 50
     account_lock: float = 300.0
     known_ttl: int = 90 * 24 * 3600
+    # How often a known address's set has its TTL renewed by a success that changes nothing.
+    known_refresh: int = 24 * 3600
 
 
 def _ms(seconds: float) -> int:
@@ -118,10 +130,12 @@ class LoginLockout:
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
         return f"{self.prefix}{{lk:{digest}}}"
 
-    async def before_attempt(self, email: str, ip: str) -> None:
+    async def before_attempt(self, email: str, ip: str) -> bool:
+        """Refuse (429) a locked-out attempt; else whether a success must be recorded."""
         key = self.state_key(email)
-        retry_ms, reason = await redis_call(
-            "lockout", self._check(keys=[key, f"{key}:known"], args=[ip])
+        fresh = max(0, self.policy.known_ttl - self.policy.known_refresh)
+        retry_ms, reason, dirty = await redis_call(
+            "lockout", self._check(keys=[key, f"{key}:known"], args=[ip, fresh])
         )
         if int(retry_ms) > 0:
             kind = "ip" if int(reason) == 1 else "account"
@@ -134,6 +148,7 @@ class LoginLockout:
                 retry_after_s=round(int(retry_ms) / 1000),
             )
             raise errors.LockedOut(retry_after=int(retry_ms) / 1000)
+        return bool(int(dirty))
 
     async def record_failure(self, email: str, ip: str) -> None:
         p = self.policy

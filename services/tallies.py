@@ -82,6 +82,27 @@ class LatencyTally:
         self._sum.inc(total)
 
 
+_BY_LABELS: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def count(metric: Any, *labels: str) -> None:
+    """``metric.labels(*labels).inc()`` for code on the loop (labels from code, bounded)."""
+    key = (id(metric), labels)
+    tally = _BY_LABELS.get(key)
+    if tally is None:
+        tally = _BY_LABELS[key] = Tally(metric.labels(*labels))
+    tally.n += 1
+
+
+def observe(metric: Any, seconds: float, *labels: str) -> None:
+    """``metric.labels(*labels).observe(seconds)`` for code on the loop."""
+    key = (id(metric), labels)
+    tally = _BY_LABELS.get(key)
+    if tally is None:
+        tally = _BY_LABELS[key] = LatencyTally(metric.labels(*labels))
+    tally.observe(seconds)
+
+
 def flush() -> None:
     """Move every tally into its series (call on the event loop's thread)."""
     for tally in _ALL:

@@ -178,3 +178,31 @@ async def test_lockout_can_be_disabled(
     for _ in range(3):
         assert (await login(client, email, WRONG)).status_code == 401
     assert (await login(client, email)).status_code == 200
+
+
+async def test_a_success_writes_only_when_it_changes_something(
+    redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A login from a known address with no failures costs one lockout command (the check
+    says there is nothing to clear); failures, a new address or a known set due for renewal
+    make the success write again, and that write still clears the failures."""
+    lockout = LoginLockout(redis, prefix=redis_prefix, policy=LockoutPolicy(ip_threshold=3))
+    email = "writes-only-when-needed@example.com"
+    key = lockout.state_key(email)
+    assert await lockout.before_attempt(email, PEER) is True  # a new address: remember it
+    await lockout.record_success(email, PEER)
+    assert await lockout.before_attempt(email, PEER) is False  # nothing to change
+    assert await lockout.before_attempt(email, "198.51.100.9") is True  # another address
+
+    await lockout.record_failure(email, PEER)
+    assert await lockout.before_attempt(email, PEER) is True  # a failure to clear
+    await lockout.record_success(email, PEER)
+    assert not await redis.exists(key)
+    assert await lockout.before_attempt(email, PEER) is False
+
+    # The known set's TTL is renewed by a success once a day (the default policy).
+    await redis.expire(f"{key}:known", lockout.policy.known_ttl - 2 * 24 * 3600)
+    assert await lockout.before_attempt(email, PEER) is True
+    await lockout.record_success(email, PEER)
+    assert await redis.ttl(f"{key}:known") > lockout.policy.known_ttl - 60
+    await redis.delete(key, f"{key}:known")

@@ -22,7 +22,7 @@ import pytest
 
 from services import errors
 from services.breaker import BreakerState, Caller
-from services.gateway import GatewayConfig, SupabaseGateway
+from services.gateway import GatewayConfig, SupabaseGateway, build_http_client
 from tests.support.faultproxy import FaultProxy, Mode
 from tests.support.localauth import LocalAuth
 
@@ -780,3 +780,23 @@ async def test_idle_worker_threads_are_released_after_a_burst(
         assert await eventually(lambda: threading.active_count() <= before + 1, within=5.0)
     finally:
         gateway.close()
+
+
+def test_the_shared_upstream_client_never_keeps_a_cookie() -> None:
+    """One client carries every user's calls: a cookie set in one answer (a proxy's, say)
+    must not go out with the next call."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={}, headers={"set-cookie": "edge=user-a; Path=/"})
+
+    client = build_http_client(config())
+    client._transport = httpx.MockTransport(handler)
+    try:
+        client.get(f"{UPSTREAM}/user")
+        client.get(f"{UPSTREAM}/user")
+    finally:
+        client.close()
+    assert seen == [None, None]
+    assert len(client.cookies) == 0
