@@ -9,6 +9,7 @@ plain objects it calls in order (``ProxyFit``, then ``app.edgeguard.EdgeGuard``)
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -141,9 +142,10 @@ class EdgeMiddleware:
         # Built after logging is configured (Starlette builds middleware on first use), so
         # the logger is made once here rather than resolved on every request.
         logger = access_logger() if access_log else None
-        # A logger filtered below INFO and DEBUG writes nothing: skip building the line.
+        # A logger filtered above INFO writes no access line (quiet routes log at DEBUG,
+        # the rest at INFO): then the line is not even built.
         is_enabled_for = getattr(logger, "is_enabled_for", None)
-        enabled = logger is not None and (is_enabled_for is None or is_enabled_for(10))
+        enabled = logger is not None and (is_enabled_for is None or is_enabled_for(logging.INFO))
         self._access = logger if enabled else None
         # Labelled children, looked up once per (route, method, status) and counted in
         # lock-free tallies (services.tallies): ``labels()`` and ``inc()`` take a lock on

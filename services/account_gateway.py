@@ -33,9 +33,10 @@ T = TypeVar("T")
 class AccountOperations:
     """The lifecycle operations; ``SupabaseGateway`` provides the call path they use."""
 
-    _admin: SyncGoTrueAdminAPI
-
     if TYPE_CHECKING:
+
+        @property
+        def _admin(self) -> SyncGoTrueAdminAPI: ...
 
         def _user_client(self) -> SyncGoTrueClient: ...
 

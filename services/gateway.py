@@ -28,7 +28,9 @@ the shared pool; admin calls use one separate service-role client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +69,7 @@ from services.admission import (
     Shed,
 )
 from services.breaker import UNKNOWN_CALLER, BreakerState, Caller, CircuitBreaker
+from services.thread_clients import ThreadClients
 from services.threads import IdleThreadReaper, ThreadSlot
 from services.upstream_errors import (
     BadListing,
@@ -124,14 +127,25 @@ class GatewayConfig:
     min_limit: int = 16
 
 
-def build_http_client(config: GatewayConfig) -> httpx.Client:
-    """The SDK's HTTP client: HTTP/1.1, a pool the size of the thread bound, deadline-bound."""
+@functools.cache
+def upstream_tls_context() -> ssl.SSLContext:
+    """One TLS context (certifi's roots, as httpx's default) for every upstream client and
+    connection: building one reads the whole CA bundle, about 25 ms of CPU, which a client
+    per worker thread, and httpcore's pool per new connection, would otherwise pay."""
+    return httpx.create_ssl_context()
+
+
+def build_http_client(config: GatewayConfig, *, connections: int | None = None) -> httpx.Client:
+    """The SDK's HTTP client: HTTP/1.1, deadline-bound, a pool of ``connections`` (the
+    thread bound by default; a worker thread's own client needs one)."""
+    size = connections or config.pool_size
     limits = httpx.Limits(
-        max_connections=config.pool_size,
-        max_keepalive_connections=config.pool_size,
+        max_connections=size,
+        max_keepalive_connections=size,
         keepalive_expiry=30.0,
     )
-    transport = httpx.HTTPTransport(limits=limits, http2=False, retries=0)
+    tls = upstream_tls_context()
+    transport = httpx.HTTPTransport(limits=limits, http2=False, retries=0, verify=tls)
     # httpx takes no network backend, so its pool is rebuilt with the same limits over the
     # deadline-bound backend (httpcore's pool and backend are public API).
     transport._pool = httpcore.ConnectionPool(
@@ -142,6 +156,7 @@ def build_http_client(config: GatewayConfig) -> httpx.Client:
         http2=False,
         retries=0,
         network_backend=DeadlineBackend(),
+        ssl_context=tls,
     )
     client = httpx.Client(
         transport=transport,
@@ -184,8 +199,6 @@ class SupabaseGateway(AccountOperations):
 
     def __init__(self, config: GatewayConfig, http_client: httpx.Client | None = None) -> None:
         self.config = config
-        self.http_client = http_client or build_http_client(config)
-        install_trace_hooks(self.http_client)
         self.admission = AdmissionController(
             AdmissionConfig(
                 max_concurrency=config.pool_size,
@@ -211,17 +224,35 @@ class SupabaseGateway(AccountOperations):
         self._key_refusals = keyrefusals.KeyRefusals(self._public_key, self._server_key)
         log.info("upstream_api_keys", public=self._public_key.label, server=self._server_key.label)
         self._user_headers = apikeys.request_headers(self._public_key)
-        self._admin = SyncGoTrueAdminAPI(
-            url=config.url,
-            headers=apikeys.request_headers(self._server_key),
-            http_client=self.http_client,
+        # Each worker thread calls the upstream through a client of its own
+        # (services.thread_clients); ``http_client`` replaces them all (tests).
+        self._clients = ThreadClients(
+            lambda: build_http_client(config, connections=1), self._attach, shared=http_client
         )
         metrics.POOL_SIZE.set(config.pool_size)
+
+    def _attach(self, client: httpx.Client) -> SyncGoTrueAdminAPI:
+        """A thread's client, made ready: tracing hooks and the admin API over it."""
+        install_trace_hooks(client)
+        return SyncGoTrueAdminAPI(
+            url=self.config.url,
+            headers=apikeys.request_headers(self._server_key),
+            http_client=client,
+        )
+
+    @property
+    def http_client(self) -> httpx.Client:
+        """This thread's upstream client."""
+        return self._clients.get()[0]
+
+    @property
+    def _admin(self) -> SyncGoTrueAdminAPI:
+        return self._clients.get()[1]
 
     def close(self) -> None:
         self.admission.close()
         self._reaper.close()
-        self.http_client.close()
+        self._clients.close()
 
     # -- operations ------------------------------------------------------------------
 
