@@ -38,24 +38,29 @@ class LatencyFloor:
         self.cap = cap
         self._samples: deque[float] = deque(maxlen=window)
         self._floor = initial
+        self._stale = False
 
     @property
     def floor(self) -> float:
+        # Worked out when a failure needs it, not on every success (a sort of the window).
+        if self._stale:
+            self._stale = False
+            if len(self._samples) >= self.minimum_samples:
+                ordered = sorted(self._samples)
+                # Few samples: the median, so one slow moment does not set the floor; enough
+                # of them: the high quantile, so most known-account failures are padded too.
+                q = self.quantile if len(ordered) >= self.quantile_samples else 0.5
+                index = min(len(ordered) - 1, int(q * len(ordered)))
+                self._floor = min(self.cap, ordered[index])
         return self._floor
 
     def observe(self, seconds: float) -> None:
         """One successful path took ``seconds``."""
         self._samples.append(seconds)
-        if len(self._samples) >= self.minimum_samples:
-            ordered = sorted(self._samples)
-            # Few samples: the median, so one slow moment does not set the floor; enough of
-            # them: the high quantile, so most known-account failures are padded too.
-            q = self.quantile if len(ordered) >= self.quantile_samples else 0.5
-            index = min(len(ordered) - 1, int(q * len(ordered)))
-            self._floor = min(self.cap, ordered[index])
+        self._stale = True
 
     async def pad(self, started: float) -> None:
         """Sleep until ``started`` (a ``time.monotonic()``) plus the floor."""
-        remaining = started + self._floor - time.monotonic()
+        remaining = started + self.floor - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
