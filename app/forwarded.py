@@ -44,9 +44,12 @@ _CACHE_SIZE = 4096
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def parse_address(text: str) -> IpAddress | None:
     """An address from a forwarded entry (``1.2.3.4``, ``1.2.3.4:5``, ``2001:db8::1``,
-    ``[2001:db8::1]:5``), IPv4-mapped IPv6 folded to IPv4; ``None`` for anything else."""
+    ``[2001:db8::1]:5``), IPv4-mapped IPv6 folded to IPv4; ``None`` for anything else.
+    Cached: every request behind a proxy or on a dual-stack socket parses its peer, and
+    ``ipaddress`` parsing costs microseconds."""
     text = text.strip()
     if text.startswith("["):
         end = text.find("]")

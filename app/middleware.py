@@ -139,6 +139,8 @@ class EdgeMiddleware:
         self.proxy = proxy
         self.guard = guard
         self.production = production
+        # No head count (the server does it) and any Host: the guard has nothing to check.
+        self._guard_idle = not guard.check_head and guard.hosts.any
         # Built after logging is configured (Starlette builds middleware on first use), so
         # the logger is made once here rather than resolved on every request.
         logger = access_logger() if access_log else None
@@ -169,7 +171,9 @@ class EdgeMiddleware:
                 self.proxy.apply(scope)
             await self.app(scope, receive, send)
             return
-        self.proxy.apply(scope)
+        client = scope.get("client")
+        if self.proxy.trust.networks or (client and client[0].startswith("::ffff:")):
+            self.proxy.apply(scope)  # else nothing to rewrite: skip the call
         started = time.perf_counter()
         request_id = _incoming_id(scope) or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -188,7 +192,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refusal = self.guard.refusal(scope)
+            refusal = None if self._guard_idle else self.guard.refusal(scope)
             if refusal is None:
                 await self.app(scope, receive, send_wrapper)
             else:
