@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -69,8 +69,10 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 class Stack:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, prefix: Sequence[str] = ()) -> None:
+        """``prefix`` goes before every command started, e.g. ``taskset -c 0`` to pin them."""
         self.workdir = workdir
+        self.prefix = list(prefix)
         self.children: list[subprocess.Popen[bytes]] = []
 
     def spawn(
@@ -78,7 +80,11 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         sink = subprocess.DEVNULL if quiet else None
         process = subprocess.Popen(
-            args, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=sink, stderr=sink
+            [*self.prefix, *args],
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            stdout=sink,
+            stderr=sink,
         )
         self.children.append(process)
         return process

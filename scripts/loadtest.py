@@ -44,6 +44,7 @@ from typing import Any
 
 import aiohttp
 
+from scripts.benchkit import pinned
 from scripts.devstack import Stack, free_port, wait_http
 
 PASSWORD = "Load-test-Pa55"
@@ -285,10 +286,18 @@ def report(stats: Stats, elapsed: float, users: int) -> None:
         pass
 
 
-def start_stack(workdir: Path, pool_size: int, redis_connections: int) -> tuple[Stack, str]:
-    stack = Stack(workdir)
+def start_stack(
+    workdir: Path,
+    pool_size: int,
+    redis_connections: int,
+    *,
+    bcrypt_cost: int = 4,
+    cpus: str | None = None,
+) -> tuple[Stack, str]:
+    """Redis (if started here), localauth and the app; on ``cpus`` when given (taskset)."""
+    stack = Stack(workdir, prefix=pinned([], cpus))
     redis_url = stack.redis_url()
-    supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
+    supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": str(bcrypt_cost)})
     port = free_port()
     env = {
         **supabase,
