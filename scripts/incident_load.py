@@ -231,10 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--me", type=int, default=3, help="/me calls between logins")
     parser.add_argument("--bcrypt-cost", type=int, default=4, help="localauth's bcrypt cost")
     parser.add_argument("--url", help="a running service; without it a local stack is started")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stack on CPU 0, generator on CPU 1 (default); --no-pin when the stack needs "
+        "both cores (5,000 users: the generator then shares them, and its CPU is printed)",
+    )
     args = parser.parse_args(argv)
 
     events = schedule(args.users, args.period, args.me, args.duration)
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    pin = args.pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     with tempfile.TemporaryDirectory(prefix="incident-load-") as tmp:
         stack: Stack | None = None
         pids: dict[str, int | None] = {}
