@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -45,6 +46,9 @@ from scripts.devstack import Stack, free_port, wait_http
 from tests.support.faultproxy import FaultProxy, Mode
 
 PASSWORD = "Bench-password-1"
+# Printed as the last line (JSON) for scripts/bench_report's plot: app served / upstream
+# served per burst size, over its rounds, and the latency mode's throughput ratio.
+SUMMARY: dict[str, float] = {}
 DEADLINE = 5.0
 
 
@@ -298,6 +302,7 @@ async def run_bursts(
         "   app statuses   ratio  slowest+"
     )
     for size in sizes:
+        totals = [0, 0]
         for round_ in range(1, rounds + 1):
             # Both sides get the same users; login order alternates per round.
             first, second = (direct, app) if round_ % 2 else (app, direct)
@@ -306,6 +311,8 @@ async def run_bursts(
                 measured[side.name] = await burst(side, emails[:size], *pids)
                 await asyncio.sleep(2.0)  # let both processes settle between bursts
             up, ours = measured["upstream"], measured["app"]
+            totals[0] += up.served
+            totals[1] += ours.served
             ratio = ours.served / up.served if up.served else float("inf")
             extra = (ours.slowest / up.slowest - 1) * 100 if up.slowest else 0.0
             ok &= ratio >= 1.0
@@ -325,6 +332,7 @@ async def run_bursts(
                 f" / {1000 * ours.upstream_cpu / max(1, ours.served):.0f}, app "
                 f"{1000 * ours.app_cpu / max(1, ours.served):.1f}; {ours.admission}"
             )
+        SUMMARY[f"N={size}"] = round(totals[1] / max(1, totals[0]), 3)
     return ok
 
 
@@ -367,6 +375,7 @@ async def run_latency(
             await asyncio.sleep(1.0)
     up, ours = statistics.mean(rates["upstream"]), statistics.mean(rates["app"])
     print(f"  mean: upstream {up:.1f}/s, app {ours:.1f}/s, ratio {ours / up:.2f}")
+    SUMMARY["latency"] = round(ours / up, 3)
 
 
 def main() -> None:
@@ -414,6 +423,7 @@ def main() -> None:
                 stack.stop()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average {load} after the run")
+    print(json.dumps({"served_ratio": SUMMARY}))
     sys.exit(0 if ok else 1)
 
 

@@ -238,11 +238,12 @@ rate limiter and the lockout guard on and writes the session record as in produc
 **Added by the app: p50 {added:.2f} ms** (p50 direct {statistics.median(direct):.2f} ms,
 through the app {statistics.median(through):.2f} ms; p99 {percentile(direct, 0.99):.2f} /
 {percentile(through, 0.99):.2f} ms). Of that, the rate limiter and the lockout guard (two
-Redis scripts before the upstream call, one after it) account for {guards:.2f} ms: the same
+Redis scripts before the upstream call; after it, a lockout write only when there is something
+to clear or to remember) account for {guards:.2f} ms: the same
 app with both off, interleaved in the same loop, answers in
 {statistics.median(unguarded):.2f} ms p50. The rest is the extra HTTP hop (client → app →
 upstream instead of client → upstream), the session writes after the upstream answers (one
-round trip: session record, refresh-token index and lockout success in parallel) and
+round trip: the session record and the refresh-token index in parallel) and
 redis-py's CPU per command; see [performance.md](performance.md#login).
 
 {report.plot("login", draw)}
