@@ -28,9 +28,7 @@ the shared pool; admin calls use one separate service-role client.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import httpcore
 import httpx
 import structlog
 from pydantic import ValidationError
@@ -83,9 +80,9 @@ from services.upstream_errors import (
 from services.upstream_http import (
     DEADLINE,
     TRACE,
-    DeadlineBackend,
     Trace,
     UpstreamDeadline,
+    build_client,
     install_trace_hooks,
 )
 from services.upstream_session import AuthSession, session_of, user_dict
@@ -127,62 +124,14 @@ class GatewayConfig:
     min_limit: int = 16
 
 
-@functools.cache
-def upstream_tls_context() -> ssl.SSLContext:
-    """One TLS context (certifi's roots, as httpx's default) for every upstream client and
-    connection: building one reads the whole CA bundle, about 25 ms of CPU, which a client
-    per worker thread, and httpcore's pool per new connection, would otherwise pay."""
-    return httpx.create_ssl_context()
-
-
 def build_http_client(config: GatewayConfig, *, connections: int | None = None) -> httpx.Client:
-    """The SDK's HTTP client: HTTP/1.1, deadline-bound, a pool of ``connections`` (the
-    thread bound by default; a worker thread's own client needs one)."""
-    size = connections or config.pool_size
-    limits = httpx.Limits(
-        max_connections=size,
-        max_keepalive_connections=size,
-        keepalive_expiry=30.0,
+    """The SDK's HTTP client (``services.upstream_http.build_client``) for this config: a pool
+    of ``connections``, the thread bound by default (a worker thread's own client needs one)."""
+    return build_client(
+        connections=connections or config.pool_size,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
     )
-    tls = upstream_tls_context()
-    transport = httpx.HTTPTransport(limits=limits, http2=False, retries=0, verify=tls)
-    # httpx takes no network backend, so its pool is rebuilt with the same limits over the
-    # deadline-bound backend (httpcore's pool and backend are public API).
-    transport._pool = httpcore.ConnectionPool(
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        http1=True,
-        http2=False,
-        retries=0,
-        network_backend=DeadlineBackend(),
-        ssl_context=tls,
-    )
-    client = httpx.Client(
-        transport=transport,
-        # Reads and writes get the time left of the deadline (``_time_left``), never less;
-        # the pool never waits (a connection per slot), its bound is a safety net.
-        timeout=httpx.Timeout(
-            connect=config.connect_timeout,
-            read=config.read_timeout,
-            write=config.read_timeout,
-            pool=config.connect_timeout,
-        ),
-        follow_redirects=False,
-    )
-    # One client serves every user's calls, and Supabase Auth's API is stateless (tokens,
-    # not cookies): a cookie one answer set would go out with the next user's call. httpx
-    # has no switch for that, so its jar is replaced by one that keeps nothing (which also
-    # spares parsing every answer's headers for cookies).
-    client._cookies = _NoCookies()
-    return client
-
-
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that never stores a cookie."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from services.gateway import GatewayConfig, build_http_client, upstream_tls_context
+from services.gateway import GatewayConfig, build_http_client
 from services.thread_clients import ThreadClients
+from services.upstream_http import upstream_tls_context
 
 pytestmark = pytest.mark.timeout(30)
 
