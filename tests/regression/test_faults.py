@@ -1,7 +1,7 @@
 """Deadlock and fault scenarios against the real app (uvicorn) behind the fault proxy.
 
 Bounds come from ``Limits`` (T = 2 s deadline, L = 8 threads at most, B = 2 s breaker, 5
-failures to open; admission on its defaults): /health/live p99 < 50 ms during every storm
+failures to open; admission on its defaults): /health/live p99 < 150 ms during every storm
 (probed from a separate process every 20 ms), every login answered before T + 1 s with 503
 or 504 (never 500, never cut off), "upstream_busy" sheds within T / 2 + 1 s, threads <=
 baseline + L + 8, and after recovery a first success within B + T + 2 s and >= 99 % of the
