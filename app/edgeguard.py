@@ -69,6 +69,8 @@ class EdgeGuard:
         self.max_count = max_header_count
         self.max_bytes = max_header_bytes
         self.check_head = check_head
+        # Nothing to check: no head count (the server does it) and any Host is allowed.
+        self.idle = not check_head and self.hosts.any
 
     def refusal(self, scope: Scope) -> errors.AuthServiceError | None:
         """The error to answer this request with instead of serving it, if any."""

@@ -44,7 +44,6 @@ _CACHE_SIZE = 4096
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def parse_address(text: str) -> IpAddress | None:
     """An address from a forwarded entry (``1.2.3.4``, ``1.2.3.4:5``, ``2001:db8::1``,
     ``[2001:db8::1]:5``), IPv4-mapped IPv6 folded to IPv4; ``None`` for anything else.

@@ -139,8 +139,6 @@ class EdgeMiddleware:
         self.proxy = proxy
         self.guard = guard
         self.production = production
-        # No head count (the server does it) and any Host: the guard has nothing to check.
-        self._guard_idle = not guard.check_head and guard.hosts.any
         # Built after logging is configured (Starlette builds middleware on first use), so
         # the logger is made once here rather than resolved on every request.
         logger = access_logger() if access_log else None
@@ -171,9 +169,7 @@ class EdgeMiddleware:
                 self.proxy.apply(scope)
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        if self.proxy.trust.networks or (client and client[0].startswith("::ffff:")):
-            self.proxy.apply(scope)  # else nothing to rewrite: skip the call
+        self.proxy.apply(scope)
         started = time.perf_counter()
         request_id = _incoming_id(scope) or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -192,7 +188,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refusal = None if self._guard_idle else self.guard.refusal(scope)
+            refusal = None if self.guard.idle else self.guard.refusal(scope)
             if refusal is None:
                 await self.app(scope, receive, send_wrapper)
             else:

@@ -150,12 +150,9 @@ class SessionStore(InvalidationCache):
         """Whether the session is alive **and belongs to** ``uid``, and the user's state:
         from the cache while it is trusted, else from Redis (``RedisUnavailable`` if Redis
         is down). A token naming another user's session is refused as not alive."""
-        if self.cache_trusted:
-            owner = self._alive.get(sid)
-            state = self._users.get(uid)
-            if owner is not None and state is not None:
-                _SESSION_HIT.n += 1
-                return owner == uid, state
+        found = self.cached(sid, uid)
+        if found is not None:
+            return found
         _SESSION_MISS.n += 1
         generation = self._generation
         # One key, one command: one round trip on every topology.

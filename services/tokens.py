@@ -147,12 +147,10 @@ class TokenVerifier:
     async def verify(self, token: str) -> Claims:
         if len(token) > MAX_TOKEN_BYTES:
             raise errors.InvalidToken("The access token is too large.")
-        cached = self._cache.get(token)
-        if cached is not None:
-            if time.time() < cached.exp:
-                _CACHE_HIT.n += 1
-                return cached
-            del self._cache[token]
+        found = self.cached(token)
+        if found is not None:
+            return found
+        self._cache.pop(token, None)  # expired, if it was there
         _CACHE_MISS.n += 1
         key = await self._key_for(token)
         claims = self._decode(token, key)
