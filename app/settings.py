@@ -223,6 +223,9 @@ class Settings(BaseSettings):
 
     # Sessions and refresh.
     session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # Live sessions one user may hold; a new sign-in beyond it ends the least recently
+    # used one. Bounds what every session write of that user reads in Redis.
+    sessions_per_user: int = Field(default=100, ge=1, le=1000)
     refresh_grace_seconds: float = Field(default=10.0, ge=0, le=120)
     verified_token_cache_size: int = Field(default=10_000, ge=0)
 

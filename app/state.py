@@ -131,6 +131,7 @@ async def open_services(
         redis,
         prefix=settings.redis_key_prefix,
         session_ttl=settings.session_ttl_seconds,
+        sessions_per_user=settings.sessions_per_user,
         replica_acks=settings.redis_min_replica_acks,
         replica_ack_timeout_ms=settings.redis_replica_ack_timeout_ms,
     )

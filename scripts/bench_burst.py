@@ -180,7 +180,7 @@ def start_app(stack: Stack, supabase: Mapping[str, str], redis_url: str, auth_ur
             **supabase,
             "SUPABASE_URL": auth_url,
             "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": f"bench{port}:",
+            "REDIS_KEY_PREFIX": stack.scratch_prefix(redis_url, f"bench{port}"),
             "REDIS_MAX_CONNECTIONS": "512",
             "PORT": str(port),
             "LOG_LEVEL": "warning",

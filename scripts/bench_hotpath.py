@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from scripts.devstack import delete_keys
+
 ROOT = Path(__file__).resolve().parent.parent
 FU_VENV = Path(tempfile.gettempdir()) / "supaguard-bench-fastapi-users"
 EMAIL = "bench@example.com"
@@ -330,7 +332,12 @@ def bench_fastapi_users(work: Path, redis_url: str, args: argparse.Namespace) ->
 @contextlib.contextmanager
 def redis_server(work: Path) -> Iterator[str]:
     if answers(6379):
-        yield "redis://127.0.0.1:6379/14"
+        # A shared Redis: everything written here is under "sgbench:" and deleted after.
+        url = "redis://127.0.0.1:6379/14"
+        try:
+            yield url
+        finally:
+            delete_keys(url, "sgbench:")
         return
     port = free_port()
     cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]

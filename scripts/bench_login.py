@@ -51,7 +51,7 @@ def main() -> None:
                 env={
                     **supabase,
                     "REDIS_URL": redis_url,
-                    "REDIS_KEY_PREFIX": "bench:",
+                    "REDIS_KEY_PREFIX": stack.scratch_prefix(redis_url, "bench-login"),
                     "PORT": str(port),
                     "LOG_LEVEL": "warning",
                     # One client logs in hundreds of times a minute: raise the per-IP limit

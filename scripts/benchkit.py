@@ -293,7 +293,7 @@ class Bench:
         full_env = {
             **supabase,
             "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": f"bench-{name}:",
+            "REDIS_KEY_PREFIX": self.stack.scratch_prefix(redis_url, f"bench-{name}"),
             "LOG_LEVEL": "warning",
             "HOST": "127.0.0.1",
             "PORT": str(port),

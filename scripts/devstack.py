@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -63,6 +64,27 @@ def wait_http(url: str, process: subprocess.Popen[bytes], what: str, seconds: fl
     sys.exit(f"dev: {what} did not answer at {url} within {seconds:.0f}s")
 
 
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (SCAN and UNLINK; never a FLUSH). Best effort: a
+    Redis that is already gone holds nothing to delete."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
 def read_env(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
@@ -74,6 +96,15 @@ class Stack:
         self.workdir = workdir
         self.prefix = list(prefix)
         self.children: list[subprocess.Popen[bytes]] = []
+        self._scratch: list[tuple[str, str]] = []
+
+    def scratch_prefix(self, redis_url: str, name: str) -> str:
+        """A Redis key prefix of this run's own (``name:<random>:``); ``stop`` deletes its
+        keys, so a benchmark against a shared Redis leaves nothing behind and never starts
+        on a previous run's sessions."""
+        prefix = f"{name}:{secrets.token_hex(4)}:"
+        self._scratch.append((redis_url, prefix))
+        return prefix
 
     def spawn(
         self, args: list[str], env: Mapping[str, str] | None = None, *, quiet: bool = False
@@ -98,6 +129,9 @@ class Stack:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        for url, prefix in self._scratch:
+            delete_keys(url, prefix)
+        self._scratch.clear()
 
     def redis_url(self) -> str:
         if os.environ.get("REDIS_URL"):

@@ -302,7 +302,7 @@ def start_stack(
     env = {
         **supabase,
         "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": f"loadtest:{secrets.token_hex(4)}:",
+        "REDIS_KEY_PREFIX": stack.scratch_prefix(redis_url, "loadtest"),
         "REDIS_MAX_CONNECTIONS": str(redis_connections),
         "REDIS_TIMEOUT_SECONDS": "2",
         "PORT": str(port),

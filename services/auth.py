@@ -255,11 +255,13 @@ class AuthService:
 
     async def _record_session(self, session: AuthSession, client: Client) -> None:
         sid, uid = _session_claims(session)
-        await asyncio.gather(
+        ended, _ = await asyncio.gather(
             self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent),
             self.sessions.remember_refresh(session.refresh_token, uid, sid),
         )
         audit.event("auth.signed_in", user_id=uid, session_id=sid, ip=client.ip)
+        if ended:
+            audit.event("session.revoked", user_id=uid, session_ids=ended, by="limit")
 
     async def record_session(self, session: AuthSession, client: Client) -> None:
         """Keep a session another flow opened (a verified code, OAuth, MFA): ``services.flows``."""

@@ -11,7 +11,9 @@ the configured prefix):
                          !aal:SID -> "aal|factor id" once MFA through this service raised
                                   the session (pruned with its session)
                        expired sessions are pruned on every write, so it holds only live
-                       ones; the key expires with its newest session (never while banned)
+                       ones, at most SESSIONS_PER_USER of them (a new session ends the
+                       least recently used); the key expires with its newest session
+                       (never while banned)
     p{rt:D}            refresh token (D: 128 bits of its SHA-256): "UID SID" while current,
                        "!UID SID" once rotated (TTL: session; rotated: see docs/redis.md)
     p{rt:D}:g          the answer shared with concurrent refreshes     (TTL: grace window)
@@ -54,11 +56,16 @@ _COMMON = """
 local now = tonumber(redis.call('TIME')[1])
 local function prune(key)
   local all = redis.call('HGETALL', key)
-  local live = {}
+  local live, count = {}, 0
   for i = 1, #all, 2 do
     if string.sub(all[i], 1, 1) ~= '!' then
-      local expires = tonumber(string.match(all[i + 1], '^(%d+)')) or 0
-      if expires <= now then redis.call('HDEL', key, all[i]) else live[all[i]] = true end
+      local expires, last = string.match(all[i + 1], '^(%d*)|%d*|(%d*)')
+      if (tonumber(expires) or 0) <= now then
+        redis.call('HDEL', key, all[i])
+      else
+        live[all[i]] = tonumber(last) or 0
+        count = count + 1
+      end
     end
   end
   for i = 1, #all, 2 do
@@ -66,6 +73,7 @@ local function prune(key)
       redis.call('HDEL', key, all[i])
     end
   end
+  return live, count
 end
 local function keep(key, ttl)
   if redis.call('HEXISTS', key, '!ban') == 1 then
@@ -77,17 +85,34 @@ local function keep(key, ttl)
 end
 """
 
-# KEYS: user. ARGV: ttl, ip, user agent, sid, channel.
+# KEYS: user. ARGV: ttl, ip, user agent, sid, channel, most live sessions per user.
+# Returns the session ids it ended to stay within the limit (least recently used first).
 CREATE = (
     _COMMON
     + """
-local ttl = tonumber(ARGV[1])
-prune(KEYS[1])
+local ttl, limit = tonumber(ARGV[1]), tonumber(ARGV[6])
+local live, count = prune(KEYS[1])
+local evicted = {}
+if live[ARGV[4]] then live[ARGV[4]] = nil; count = count - 1 end
+if count >= limit then
+  local order = {}
+  for sid, last in pairs(live) do order[#order + 1] = {last, sid} end
+  table.sort(order, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, math.min(#order, count - limit + 1) do
+    local sid = order[i][2]
+    redis.call('HDEL', KEYS[1], sid, '!aal:' .. sid)
+    redis.call('PUBLISH', ARGV[5], 's:' .. sid)
+    evicted[#evicted + 1] = sid
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[4],
   (now + ttl) .. '|' .. now .. '|' .. now .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 keep(KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[5], 's:' .. ARGV[4])
-return 1
+return evicted
 """
 )
 

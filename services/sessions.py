@@ -110,6 +110,7 @@ class SessionStore(InvalidationCache):
         *,
         prefix: str,
         session_ttl: int,
+        sessions_per_user: int = 100,
         cache_size: int = 50_000,
         stale_after: float = 3.0,
         ping_interval: float = 1.0,
@@ -125,6 +126,7 @@ class SessionStore(InvalidationCache):
         )
         self.prefix = prefix
         self.session_ttl = session_ttl
+        self.sessions_per_user = sessions_per_user
         self.durable = Durable(redis, replica_acks=replica_acks, timeout_ms=replica_ack_timeout_ms)
         self._create = redis.register_script(keys.CREATE)
         self._touch = redis.register_script(keys.TOUCH)
@@ -171,16 +173,29 @@ class SessionStore(InvalidationCache):
 
     # -- writes ----------------------------------------------------------------------
 
-    async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> None:
-        await redis_call(
+    async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> list[str]:
+        """Record a new session; returns the ids of the user's least recently used sessions
+        it ended to keep them within ``sessions_per_user`` (usually none)."""
+        ended = await redis_call(
             "session_create",
             self.durable.run(
                 self._create,
                 [keys.user_key(self.prefix, uid)],
-                [self.session_ttl, _clean(ip), _clean(user_agent[:256]), sid, self.channel],
+                [
+                    self.session_ttl,
+                    _clean(ip),
+                    _clean(user_agent[:256]),
+                    sid,
+                    self.channel,
+                    self.sessions_per_user,
+                ],
             ),
         )
         self._evict(f"s:{sid}")
+        evicted = [_text(item) for item in ended or ()]
+        for old in evicted:
+            self._evict(f"s:{old}")
+        return evicted
 
     async def touch(self, sid: str, uid: str, *, ip: str | None = None) -> bool:
         """Mark a session used (on refresh) and extend its life; False if it is gone."""
