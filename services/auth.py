@@ -255,9 +255,12 @@ class AuthService:
 
     async def _record_session(self, session: AuthSession, client: Client) -> None:
         sid, uid = _session_claims(session)
-        ended, _ = await asyncio.gather(
-            self.sessions.create(sid, uid, ip=client.ip, user_agent=client.user_agent),
-            self.sessions.remember_refresh(session.refresh_token, uid, sid),
+        ended = await self.sessions.create(
+            sid,
+            uid,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            refresh_token=session.refresh_token,
         )
         audit.event("auth.signed_in", user_id=uid, session_id=sid, ip=client.ip)
         if ended:

@@ -20,6 +20,7 @@ and ``READONLY``; past that, callers turn the error into a 503 with ``Retry-Afte
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from redis.exceptions import (
 )
 
 RedisClient = aioredis.Redis | RedisCluster
+# One script run: the script, its keys, its arguments.
+Call = tuple[AsyncScript, Sequence[str], Sequence[Any]]
 Topology = Literal["single", "sentinel", "cluster"]
 
 
@@ -300,7 +303,7 @@ class Durable:
         self.replica_acks = replica_acks
         self.timeout_ms = timeout_ms
         self.cluster = isinstance(client, RedisCluster)
-        self._set = client.register_script(_SET)
+        self.set = client.register_script(_SET)
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self.replica_acks <= 0:
@@ -311,6 +314,36 @@ class Durable:
             # A promoted replica has no scripts (SCRIPT LOAD is not replicated).
             await self.client.script_load(script.script)
             return await self._run_and_wait(script, keys, args)
+
+    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+        """Several scripts in one round trip: one pipeline, then one ``WAIT`` when replicas
+        are required. On a cluster their keys may live on different nodes, so each runs
+        (and waits) on its own, all at once."""
+        if self.cluster:
+            return list(await asyncio.gather(*(self.run(*call) for call in calls)))
+        try:
+            return await self._pipeline(calls)
+        except NoScriptError:
+            for script, _, _ in calls:
+                await self.client.script_load(script.script)
+            return await self._pipeline(calls)
+
+    async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        if self.replica_acks > 0:
+            pipe.execute_command("WAIT", self.replica_acks, self.timeout_ms)
+        replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if self.replica_acks > 0 and int(replies[-1]) < self.replica_acks:
+            raise NotReplicated(
+                f"{replies[-1]} of {self.replica_acks} replicas confirmed within "
+                f"{self.timeout_ms} ms"
+            )
+        return list(replies[: len(calls)])
 
     async def _run_and_wait(
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
@@ -343,7 +376,7 @@ class Durable:
         return result
 
     async def write(self, key: str, value: str, ex: int) -> None:
-        await self.run(self._set, [key], [value, ex])
+        await self.run(self.set, [key], [value, ex])
 
 
 _SET = "return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"

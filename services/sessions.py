@@ -26,7 +26,7 @@ from services import errors, metrics
 from services import session_keys as keys
 from services.invalidation import InvalidationCache
 from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
-from services.redis_client import Durable, RedisClient
+from services.redis_client import Call, Durable, RedisClient
 from services.tallies import Tally
 
 log = structlog.get_logger("services.sessions")
@@ -173,12 +173,14 @@ class SessionStore(InvalidationCache):
 
     # -- writes ----------------------------------------------------------------------
 
-    async def create(self, sid: str, uid: str, *, ip: str, user_agent: str) -> list[str]:
-        """Record a new session; returns the ids of the user's least recently used sessions
-        it ended to keep them within ``sessions_per_user`` (usually none)."""
-        ended = await redis_call(
-            "session_create",
-            self.durable.run(
+    async def create(
+        self, sid: str, uid: str, *, ip: str, user_agent: str, refresh_token: str | None = None
+    ) -> list[str]:
+        """Record a new session (and its refresh token, in the same round trip, when given);
+        returns the ids of the user's least recently used sessions it ended to keep them
+        within ``sessions_per_user`` (usually none)."""
+        calls: list[Call] = [
+            (
                 self._create,
                 [keys.user_key(self.prefix, uid)],
                 [
@@ -189,8 +191,14 @@ class SessionStore(InvalidationCache):
                     self.channel,
                     self.sessions_per_user,
                 ],
-            ),
-        )
+            )
+        ]
+        if refresh_token is not None:
+            record = f"{uid} {sid}"
+            calls.append(
+                (self.durable.set, [self.refresh_key(refresh_token)], [record, self.session_ttl])
+            )
+        ended = (await redis_call("session_create", self.durable.run_all(calls)))[0]
         self._evict(f"s:{sid}")
         evicted = [_text(item) for item in ended or ()]
         for old in evicted:
