@@ -86,7 +86,10 @@ end
 """
 
 # KEYS: user. ARGV: ttl, ip, user agent, sid, channel, most live sessions per user.
-# Returns the session ids it ended to stay within the limit (least recently used first).
+# Returns the session ids it ended to stay within the limit (least recently used first);
+# only those are published. The new session itself is not: no instance can have cached its
+# id as gone, since its tokens reach the client only after this write, and a message per
+# sign-in to every instance would make each sign-in cost grow with the instance count.
 CREATE = (
     _COMMON
     + """
@@ -111,7 +114,6 @@ end
 redis.call('HSET', KEYS[1], ARGV[4],
   (now + ttl) .. '|' .. now .. '|' .. now .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 keep(KEYS[1], ttl)
-redis.call('PUBLISH', ARGV[5], 's:' .. ARGV[4])
 return evicted
 """
 )

@@ -62,21 +62,41 @@ def _time_left(timeout: float | None) -> float:
     return remaining if timeout is None else min(timeout, remaining)
 
 
+# Writes held back to go out with the next one (see _DeadlineSocket), up to this many bytes.
+_COALESCE_BYTES = 64 * 1024
+
+
 class _DeadlineSocket(httpcore.NetworkStream):
     """Every read, write and TLS handshake gets at most the time left, so a peer that
-    trickles bytes (headers or body) cannot keep the thread past the deadline."""
+    trickles bytes (headers or body) cannot keep the thread past the deadline.
+
+    Writes are coalesced until the stream is read: httpcore writes a request's head and its
+    body separately, and two small segments cost the sender two system calls and the
+    upstream (and every proxy on the way) two reads where one does. Nothing is held past
+    the point where an answer is awaited, so nothing is delayed."""
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self._pending = b""
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._flush(timeout)
         return self._inner.read(max_bytes, _time_left(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         trace = TRACE.get()
         if trace is not None:
             trace.sent = True
+        if len(self._pending) + len(buffer) <= _COALESCE_BYTES:
+            self._pending += buffer
+            return
+        self._flush(timeout)
         self._inner.write(buffer, _time_left(timeout))
+
+    def _flush(self, timeout: float | None) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            self._inner.write(pending, _time_left(timeout))
 
     def close(self) -> None:
         self._inner.close()
@@ -87,6 +107,7 @@ class _DeadlineSocket(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
+        self._flush(timeout)
         return _DeadlineSocket(
             self._inner.start_tls(ssl_context, server_hostname, _time_left(timeout))
         )
