@@ -84,6 +84,7 @@ from services.upstream_http import (
     UpstreamDeadline,
     build_client,
     install_trace_hooks,
+    upstream_tls_context,
 )
 from services.upstream_session import AuthSession, session_of, user_dict
 
@@ -178,6 +179,8 @@ class SupabaseGateway(AccountOperations):
         self._clients = ThreadClients(
             lambda: build_http_client(config, connections=1), self._attach, shared=http_client
         )
+        if http_client is None:
+            upstream_tls_context()  # built now, once, rather than by the first burst
         metrics.POOL_SIZE.set(config.pool_size)
 
     def _attach(self, client: httpx.Client) -> SyncGoTrueAdminAPI:

@@ -79,3 +79,38 @@ def test_a_large_body_is_not_held_in_memory_whole() -> None:
     assert max(len(w) for w in wire.writes) <= 300_000
     assert len(wire.writes) >= 2
     assert wire.events[-1] == "read"
+
+
+def test_worker_threads_starting_together_build_one_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    import threading
+    import time
+
+    from services import upstream_http
+
+    built: list[ssl.SSLContext] = []
+
+    def slow_context() -> ssl.SSLContext:
+        time.sleep(0.05)  # reading a CA bundle takes a while; the others arrive meanwhile
+        built.append(ssl.create_default_context())
+        return built[-1]
+
+    monkeypatch.setattr(upstream_http, "_TLS", [])
+    monkeypatch.setattr(httpx, "create_ssl_context", slow_context)
+    start = threading.Barrier(16)
+    seen: list[ssl.SSLContext] = []
+
+    def first_call() -> None:
+        start.wait()
+        seen.append(upstream_http.upstream_tls_context())
+
+    threads = [threading.Thread(target=first_call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1
+    assert len(seen) == 16
+    assert all(context is built[0] for context in seen)
