@@ -53,8 +53,10 @@ def memory_curve(report: Report, bench: Bench, supabase: dict[str, str], workdir
     marks = [m for m in (5_000, 10_000, 25_000, 50_000) if m < total] + [total]
     secret = secrets.token_urlsafe(32)
     with private_redis(workdir / "mem-redis") as url:
-        prefix = "bench-mem:"
-        app = bench.ours("mem", supabase, url, env={"SUPABASE_JWT_SECRET": secret})
+        prefix = "bench-mem:"  # a private server: no run shares it
+        app = bench.ours(
+            "mem", supabase, url, env={"SUPABASE_JWT_SECRET": secret, "REDIS_KEY_PREFIX": prefix}
+        )
         pid = app.pid
         start_rss = rss_mib(pid)
         issuer = supabase["SUPABASE_URL"] + "/auth/v1"
