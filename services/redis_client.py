@@ -303,7 +303,7 @@ class Durable:
         self.replica_acks = replica_acks
         self.timeout_ms = timeout_ms
         self.cluster = isinstance(client, RedisCluster)
-        self.set = client.register_script(_SET)
+        self._set = client.register_script(_SET)
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self.replica_acks <= 0:
@@ -338,11 +338,8 @@ class Durable:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        if self.replica_acks > 0 and int(replies[-1]) < self.replica_acks:
-            raise NotReplicated(
-                f"{replies[-1]} of {self.replica_acks} replicas confirmed within "
-                f"{self.timeout_ms} ms"
-            )
+        if self.replica_acks > 0:
+            self._confirmed(replies[-1])
         return list(replies[: len(calls)])
 
     async def _run_and_wait(
@@ -369,14 +366,22 @@ class Durable:
             raise result
         if isinstance(acked, Exception):
             raise acked
+        self._confirmed(acked)
+        return result
+
+    def _confirmed(self, acked: Any) -> None:
+        """``WAIT``'s answer: raises ``NotReplicated`` if too few replicas confirmed."""
         if int(acked) < self.replica_acks:
             raise NotReplicated(
                 f"{acked} of {self.replica_acks} replicas confirmed within {self.timeout_ms} ms"
             )
-        return result
+
+    def set_call(self, key: str, value: str, ex: int) -> Call:
+        """A durable ``SET key value EX ex``, for ``run`` or ``run_all``."""
+        return (self._set, [key], [value, ex])
 
     async def write(self, key: str, value: str, ex: int) -> None:
-        await self.run(self.set, [key], [value, ex])
+        await self.run(*self.set_call(key, value, ex))
 
 
 _SET = "return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"

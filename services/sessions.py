@@ -194,10 +194,7 @@ class SessionStore(InvalidationCache):
             )
         ]
         if refresh_token is not None:
-            record = f"{uid} {sid}"
-            calls.append(
-                (self.durable.set, [self.refresh_key(refresh_token)], [record, self.session_ttl])
-            )
+            calls.append(self._refresh_call(refresh_token, uid, sid))
         ended = (await redis_call("session_create", self.durable.run_all(calls)))[0]
         self._evict(f"s:{sid}")
         evicted = [_text(item) for item in ended or ()]
@@ -284,9 +281,12 @@ class SessionStore(InvalidationCache):
         return keys.refresh_key(self.prefix, refresh_token)
 
     async def remember_refresh(self, refresh_token: str, uid: str, sid: str) -> None:
-        await redis_call(
-            "refresh",
-            self.durable.write(self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl),
+        await redis_call("refresh", self.durable.run(*self._refresh_call(refresh_token, uid, sid)))
+
+    def _refresh_call(self, refresh_token: str, uid: str, sid: str) -> Call:
+        """The write of a current refresh token's record: "UID SID" for the session's life."""
+        return self.durable.set_call(
+            self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl
         )
 
     async def refresh_record(self, refresh_token: str) -> RefreshRecord | None:
