@@ -27,7 +27,7 @@ from app.forwarded import (
 )
 from app.logging import REQUEST_ID, access_logger
 from app.problems import problem_response
-from services import errors, metrics
+from services import budget, errors, metrics
 from services.tallies import LatencyTally, Tally
 
 # Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
@@ -171,6 +171,7 @@ class EdgeMiddleware:
             return
         self.proxy.apply(scope)
         started = time.perf_counter()
+        time_left = budget.opened()
         request_id = _incoming_id(scope) or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         # Read by the log processor; uvicorn runs each request in a task of its own, so
@@ -194,6 +195,7 @@ class EdgeMiddleware:
             else:
                 await self._refuse(refusal, request_id, scope, receive, send_wrapper)
         finally:
+            time_left.open = False
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"

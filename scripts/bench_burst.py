@@ -84,6 +84,32 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Bind every thread of a process to ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def split_cores(upstream_pid: int, app_pid: int) -> str:
+    """Give localauth a core of its own, as a real deployment's upstream has (Supabase Auth
+    runs elsewhere): the app and the load generator get the others. On a shared machine
+    the app's CPU and the generator's would otherwise come out of the upstream's, which
+    no deployment pays, and the comparison would measure co-location instead of admission.
+    Returns how the cores were split."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return f"cores: {len(cpus)}, shared by everything"
+    upstream, rest = {cpus[0]}, set(cpus[1:])
+    pin(upstream_pid, upstream)
+    pin(app_pid, rest)
+    os.sched_setaffinity(0, rest)
+    return (
+        f"cores: localauth on CPU {cpus[0]}, the app and the load generator on CPU "
+        f"{','.join(map(str, sorted(rest)))} (Redis unpinned)"
+    )
+
+
 def child_pid(stack: Stack, module: str) -> int:
     for process in stack.children:
         if isinstance(process.args, list) and module in process.args:
@@ -385,11 +411,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--skip", choices=("bursts", "latency"))
+    parser.add_argument(
+        "--shared-cores",
+        action="store_true",
+        help="bursts: let localauth share every core with the app and the load generator",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs, load average {load} before the run (shared)")
     ok = True
+    every_core = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip != "bursts":
             stack = Stack(Path(tmp) / "bursts")
@@ -402,9 +434,12 @@ def main() -> None:
                 app = start_app(stack, supabase, redis_url, upstream)
                 direct, through = sides(supabase, upstream, app)
                 pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
+                if not args.shared_cores:
+                    print(split_cores(*pids))
                 ok = asyncio.run(run_bursts(direct, through, emails, sizes, args.rounds, pids))
             finally:
                 stack.stop()
+                os.sched_setaffinity(0, every_core)
         if args.skip != "latency":
             stack = Stack(Path(tmp) / "latency")
             stack.workdir.mkdir()

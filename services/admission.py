@@ -97,6 +97,10 @@ class AdmissionConfig:
     arrival_margin: float = 0.5
     shed_margin: float = 0.1
     gap_samples: int = 32  # intervals between answers under load behind the throughput
+    # Fewer intervals than this say little (a pool of bcrypt threads answers in clumps: two
+    # or three intervals may hold one long pause and nothing else), so until then the
+    # throughput is modelled from the service time instead (Little's law).
+    min_gap_samples: int = 16
 
 
 class _WindowMin:
@@ -145,6 +149,7 @@ class Ticket:
     queued_for: float
     started: float = 0.0  # when its thread began the work (0: never started)
     released: bool = False
+    occupancy: float = 0.0  # the controller's slot-seconds integral when it was admitted
 
 
 class AdmissionController:
@@ -164,12 +169,17 @@ class AdmissionController:
             min(max(config.initial_limit, config.min_limit), config.max_concurrency)
         )
         self.in_flight = 0
+        # Slot-seconds held so far (the integral of in_flight over time): a call's mean
+        # concurrency over its life is the growth of this over its duration.
+        self._occupancy = 0.0
+        self._occupancy_at = clock()
         self._queues: dict[Priority, collections.deque[_Waiter]] = {
             Priority.CONTROL: collections.deque(),
             Priority.NORMAL: collections.deque(),
         }
         self._ops: dict[str, _OperationStats] = {}
-        self._ewma = 0.0  # service time over every operation: the throughput estimate
+        self._ewma = 0.0  # service time over every operation
+        self._per_slot = 0.0  # service time over its mean concurrency: the modelled gap
         self._progress_at = clock()  # last answered call, or the last start from idle
         # Intervals between answered calls while calls waited (the upstream's throughput
         # when it is what binds), and when the last such answer came.
@@ -236,6 +246,7 @@ class AdmissionController:
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted just as the wait ended: the slot goes to the next one.
+                self._advance(self._clock())
                 self.in_flight -= 1
                 self._dispatch()
             else:
@@ -246,7 +257,7 @@ class AdmissionController:
                 raise self._shed("deadline", priority, "no slot came free in time") from None
             raise
         started = self._clock()
-        return Ticket(operation, priority, started, started - now)
+        return Ticket(operation, priority, started, started - now, occupancy=self._advance(started))
 
     def mark_started(self, ticket: Ticket) -> None:
         """Called from the worker thread as the work begins (one float store, on the
@@ -258,10 +269,14 @@ class AdmissionController:
         if ticket.released:
             return
         ticket.released = True
-        self.in_flight -= 1
         now = self._clock()
+        occupancy = self._advance(now)
+        held = now - ticket.admitted
+        # The calls in flight with this one, on average over its life.
+        concurrency = (occupancy - ticket.occupancy) / held if held > 0 else self.in_flight
+        self.in_flight -= 1
         if ticket.started and outcome is Outcome.ANSWERED:
-            self._learn(ticket.operation, now - ticket.started, now)
+            self._learn(ticket.operation, now - ticket.started, now, max(1.0, concurrency))
         elif ticket.started and outcome is Outcome.OVERLOAD:
             self._limit = max(float(self.config.min_limit), self._limit * self.config.backoff)
         self._dispatch()
@@ -306,16 +321,27 @@ class AdmissionController:
         value = stats.noload.value()
         return 0.0 if math.isinf(value) else value
 
+    def _observed(self) -> bool:
+        return len(self._gaps) >= self.config.min_gap_samples
+
     def _gap(self) -> float:
         """Seconds between two calls coming back while calls wait: observed (the mean of
         the last intervals between answers under load, which holds whatever the limit and
         however the answers clump), or modelled from service time over the limit (Little's
-        law) until there is such an observation."""
-        if self._gaps:
-            return sum(self._gaps) / len(self._gaps)
-        # No silence here: before any answer the queue is judged by its head alone (a
-        # burst's first answers may all come at once, after a while).
-        return self._ewma / max(1, self.limit)
+        law) until there are enough such observations to trust."""
+        # Until then: each answer's service time over the calls in flight with it (a
+        # CPU-bound upstream serves them one ``gap`` apart whatever their number; a
+        # latency-bound one at the concurrency it had), which needs no queue to be learnt
+        # and does not carry a busier burst's service times over to this one. No silence
+        # here: before any answer the queue is judged by its head alone (a burst's first
+        # answers may all come at once, after a while).
+        model = self._per_slot or self._ewma / max(1, self.limit)
+        if not self._gaps:
+            return model
+        observed = sum(self._gaps) / len(self._gaps)
+        # A few intervals may be all pause (answers clump) or all clump: trusted once
+        # there are enough, and only when they say the queue moves faster before that.
+        return observed if self._observed() else min(model, observed)
 
     @staticmethod
     def _hopeless(predicted: float, deadline: float, now: float, margin: float) -> bool:
@@ -326,23 +352,25 @@ class AdmissionController:
 
     def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
         """When a call with ``ahead`` calls before it would be over: it starts after
-        ``ahead + 1`` calls complete, at the current throughput, then takes its own time."""
+        ``ahead + 1`` calls complete (and, once the limit has just shrunk, after the calls in
+        flight above it), at the current throughput, then takes its own time."""
         gap = self._gap()
-        return now + (ahead + 1) * gap + max(self._queued_service(operation, gap), self._silence())
+        starts_after = ahead + 1 + max(0, self.in_flight - self.limit)
+        service = max(self._service(operation, gap, self.limit), self._silence())
+        return now + starts_after * gap + service
 
-    def _queued_service(self, operation: str, gap: float) -> float:
-        """The service time a queued call will get once admitted. Little's law: with
-        ``limit`` calls in flight and one answer every ``gap`` seconds, a call takes
-        ``limit * gap``. The smoothed service time alone is wrong whenever it was learnt at
-        another concurrency: a CPU-bound upstream (bcrypt) shares its cores, so a call
-        takes as long as the number in flight makes it, and a burst after a busier one
-        would be judged by the busier one's times. Bounded by the operation's no-load time
-        below and its smoothed time above (a latency-bound upstream's calls do not get
-        faster when fewer are in flight)."""
-        smoothed = self._smoothed(operation)
-        if not self._gaps:
-            return smoothed
-        return min(smoothed, max(self._noload(operation), self.limit * gap))
+    def _service(self, operation: str, gap: float, concurrency: int) -> float:
+        """The service time of a call sent with ``concurrency`` calls in flight (itself
+        included). Little's law: with one answer every ``gap`` seconds, it takes
+        ``concurrency * gap``, for a CPU-bound upstream (bcrypt shares its cores, so a call
+        takes as long as the number in flight makes it) and a latency-bound one alike. The
+        smoothed service time alone is wrong whenever it was learnt at another
+        concurrency: too short once the limit has grown (the call would end in a 504), too
+        long after a busier burst. Bounded below by the operation's no-load time; while
+        the throughput is only modelled, above by the smoothed time too (a latency-bound
+        upstream's calls do not get faster when fewer are in flight)."""
+        estimate = max(self._noload(operation), concurrency * gap)
+        return estimate if self._observed() else min(self._smoothed(operation), estimate)
 
     def _smoothed(self, operation: str) -> float:
         stats = self._ops.get(operation)
@@ -353,10 +381,17 @@ class AdmissionController:
     def _grant(self, operation: str, priority: Priority, now: float, since: float) -> Ticket:
         if self.in_flight == 0:
             self._progress_at = now
+        occupancy = self._advance(now)
         self.in_flight += 1
-        return Ticket(operation, priority, now, now - since)
+        return Ticket(operation, priority, now, now - since, occupancy=occupancy)
 
-    def _learn(self, operation: str, rtt: float, now: float) -> None:
+    def _advance(self, now: float) -> float:
+        """The slot-seconds integral up to ``now`` (call before ``in_flight`` changes)."""
+        self._occupancy += self.in_flight * (now - self._occupancy_at)
+        self._occupancy_at = now
+        return self._occupancy
+
+    def _learn(self, operation: str, rtt: float, now: float, concurrency: float) -> None:
         self._progress_at = now
         if self.queued:
             if self._last_answer_under_load is not None:
@@ -373,6 +408,10 @@ class AdmissionController:
         stats.ewma = rtt if not stats.samples else (1 - weight) * stats.ewma + weight * rtt
         stats.samples += 1
         self._ewma = rtt if self._ewma == 0 else (1 - weight) * self._ewma + weight * rtt
+        slot = rtt / concurrency
+        self._per_slot = (
+            slot if self._per_slot == 0 else (1 - weight) * self._per_slot + weight * slot
+        )
         stats.noload.add(rtt, now)
         noload = stats.noload.value()
         if stats.ewma <= 0 or math.isinf(noload):
@@ -389,12 +428,26 @@ class AdmissionController:
 
     def _dispatch(self) -> None:
         now = self._clock()
+        gap = self._gap()
         for priority in (Priority.CONTROL, Priority.NORMAL):
             queue = self._queues[priority]
             while queue and self._can_start(priority):
                 lifo = priority is Priority.NORMAL and self.lifo
                 waiter = queue.pop() if lifo else queue.popleft()
                 if waiter.future.done():
+                    continue
+                service = self._service(waiter.operation, gap, self.in_flight + 1)
+                if now + service > waiter.deadline:
+                    # Too late to finish: sent now, it would take an upstream slot (and
+                    # its CPU) from a call that can, and end in a 504 anyway.
+                    waiter.future.set_exception(
+                        self._shed(
+                            "deadline",
+                            priority,
+                            f"a slot came free {max(0.0, waiter.deadline - now):.2f}s before "
+                            "the deadline, less than the call takes",
+                        )
+                    )
                     continue
                 self._observe_sojourn(now - waiter.enqueued, now)
                 self._grant(waiter.operation, priority, now, waiter.enqueued)

@@ -56,7 +56,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from services import apikeys, errors, keyrefusals, metrics, tallies
+from services import apikeys, budget, errors, keyrefusals, metrics, tallies
 from services.account_gateway import AccountOperations
 from services.admission import (
     AdmissionConfig,
@@ -378,10 +378,15 @@ class SupabaseGateway(AccountOperations):
     ) -> T:
         if not self.breaker.allows():
             raise self._circuit_open()
-        # One deadline for the whole call: queueing, every attempt, every socket operation.
-        deadline = time.monotonic() + self.config.deadline
+        # One deadline for the whole call: queueing, every attempt, every socket operation,
+        # counted from the request's arrival (services/budget.py).
+        deadline = budget.call_deadline(self.config.deadline, time.monotonic())
+        # The thread gives up a little before the await does, so the usual timeout is the
+        # thread's own clean one rather than an abandonment; admission judges by the
+        # thread's end, the time the upstream really has.
+        margin = min(0.1, self.config.deadline * 0.05)
         try:
-            ticket = await self.admission.acquire(operation, priority, deadline)
+            ticket = await self.admission.acquire(operation, priority, deadline - margin)
         except Shed as exc:
             log.warning("upstream_shed", operation=operation, reason=exc.reason)
             raise errors.PoolExhausted(
@@ -395,9 +400,6 @@ class SupabaseGateway(AccountOperations):
         self._reaper.busy()
         slot = ThreadSlot(self.admission, ticket, asyncio.get_running_loop())
         trace = Trace()
-        # The thread gives up a little before the await does, so the usual timeout is the
-        # thread's own clean one rather than an abandonment.
-        margin = min(0.25, self.config.deadline * 0.1)
         token = DEADLINE.set(deadline - margin)
         trace_token = TRACE.set(trace)
 

@@ -6,6 +6,7 @@ import contextlib
 import time
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -177,3 +178,107 @@ async def test_a_queue_is_judged_at_the_concurrency_it_will_run_at() -> None:
         group.cancel_scope.cancel()
     for ticket in held:
         admission.release(ticket, Outcome.NONE)
+
+
+class _Clumped:
+    """A controller on a standing clock, 8 slots, that has learnt an unloaded pace of one
+    answer every 50 ms (8 in flight, 0.4 s each), with 8 calls in flight and 80 queued
+    with 5 s each: 80 x 50 ms + 0.4 s, so all of them fit."""
+
+    def __init__(self) -> None:
+        self.now = [1000.0]
+        self.admission = AdmissionController(
+            AdmissionConfig(max_concurrency=8, initial_limit=8, min_limit=8),
+            clock=lambda: self.now[0],
+        )
+        self.in_flight: list[Ticket] = []
+
+    async def start(self, group: anyio.abc.TaskGroup) -> None:
+        admission = self.admission
+        learnt = [await admission.acquire("sign_in", Priority.NORMAL, 1e9) for _ in range(8)]
+        self.now[0] += 0.4
+        for ticket in learnt:
+            self._answer(ticket)
+        for _ in range(8):
+            self.in_flight.append(await admission.acquire("sign_in", Priority.NORMAL, 1e9))
+        for _ in range(80):
+            group.start_soon(self._wait)
+        await anyio.sleep(0.01)
+        assert admission.queued == 80
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(Shed):
+            ticket = await self.admission.acquire("sign_in", Priority.NORMAL, self.now[0] + 5.0)
+            self.in_flight.append(ticket)
+
+    def _answer(self, ticket: Ticket) -> None:
+        ticket.started = self.now[0] - 0.4
+        self.admission.release(ticket, Outcome.ANSWERED)
+
+    async def answer_after(self, pause: float) -> None:
+        """The oldest call in flight answers ``pause`` seconds after the last answer."""
+        self.now[0] += pause
+        self._answer(self.in_flight.pop(0))
+        await anyio.lowlevel.checkpoint()  # the granted waiter takes its slot
+
+
+async def test_a_few_intervals_between_clumped_answers_shed_nothing() -> None:
+    """A pool of bcrypt threads answers in clumps: intervals of 1 ms, 1 ms and 0.6 s
+    average 0.2 s, four times the real pace. Judged by them, most of a queue that fits
+    its deadline would be refused, and a refusal is final."""
+    clumped = _Clumped()
+    async with anyio.create_task_group() as group:
+        await clumped.start(group)
+        for pause in (0.0, 0.001, 0.001, 0.6):
+            await clumped.answer_after(pause)
+        await anyio.sleep(0.2)  # a few re-checks of the queue
+        assert clumped.admission.shed_counts["deadline"] == 0
+        group.cancel_scope.cancel()
+
+
+async def test_enough_intervals_that_agree_are_trusted() -> None:
+    """Seventeen answers 0.2 s apart: the queue really moves at 5 answers/s, so the calls
+    queued deepest cannot finish in their 5 s and are refused now, not at the deadline."""
+    clumped = _Clumped()
+    async with anyio.create_task_group() as group:
+        await clumped.start(group)
+        for _ in range(17):
+            await clumped.answer_after(0.2)
+        await anyio.sleep(0.2)
+        assert clumped.admission.shed_counts["deadline"] >= 30, clumped.admission.shed_counts
+        group.cancel_scope.cancel()
+
+
+async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent() -> None:
+    """Calls take 1 s. One waits with 3 s left, another with 10 s; the only slot comes
+    free 2.5 s later. Sent then, the first would end in a 504 and spend an upstream slot
+    (and its CPU) that the second can use: it is refused, the second is served."""
+    now = [1000.0]
+    admission = AdmissionController(
+        AdmissionConfig(max_concurrency=1, initial_limit=1, min_limit=1), clock=lambda: now[0]
+    )
+    learnt = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+    now[0] += 1.0
+    learnt.started = now[0] - 1.0
+    admission.release(learnt, Outcome.ANSWERED)
+    held = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+    held.started = now[0]
+    outcomes: dict[str, str] = {}
+
+    async def wait(name: str, seconds: float) -> None:
+        try:
+            await admission.acquire("sign_in", Priority.NORMAL, now[0] + seconds)
+            outcomes[name] = "granted"
+        except Shed as exc:
+            outcomes[name] = exc.reason
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, "short", 3.0)
+        await anyio.sleep(0.01)
+        group.start_soon(wait, "long", 10.0)
+        await anyio.sleep(0.01)
+        assert admission.queued == 2
+        now[0] += 2.5  # no re-check runs between this and the release
+        admission.release(held, Outcome.ANSWERED)
+    assert outcomes == {"short": "deadline", "long": "granted"}
+    assert admission.in_flight == 1
