@@ -219,6 +219,13 @@ class AdmissionController:
         """A slot for a call that must be over by ``deadline`` (monotonic), or ``Shed``."""
         now = self._clock()
         if self._can_start(priority) and not self._waiting_before(priority):
+            if priority is not Priority.PROBE and self._overcommitted(operation, deadline, now):
+                raise self._shed(
+                    "deadline",
+                    priority,
+                    f"{self.in_flight} calls already in flight finish first; "
+                    f"{max(0.0, deadline - now):.2f}s left is too little",
+                )
             return self._grant(operation, priority, now, now)
         if priority is Priority.PROBE:
             raise self._shed("busy", priority, "every upstream slot is busy; a probe never waits")
@@ -293,6 +300,19 @@ class AdmissionController:
         if priority is Priority.CONTROL:
             limit += max(1, math.ceil(self._limit * self.config.control_reserve))
         return min(limit, self.config.max_concurrency)
+
+    def _overcommitted(self, operation: str, deadline: float, now: float) -> bool:
+        """A free slot, but the calls already in flight cannot make way in time: on a
+        CPU-bound upstream (bcrypt) a call sent behind ``in_flight`` others ends about
+        ``in_flight + 1`` answers from now, and with the limit still high from a lighter
+        moment a burst would otherwise be sent whole and its tail end in 504s, each one
+        upstream work taken from a call that could finish. Judged only by an observed
+        throughput, and by the faster of it and the per-slot time of the latest answers
+        (fresh however long ago calls last queued)."""
+        if not self._observed() or not self.in_flight:
+            return False
+        gap = min(self._gap(), self._per_slot or math.inf)
+        return now + self._service(operation, gap, self.in_flight + 1) > deadline
 
     def _can_start(self, priority: Priority) -> bool:
         return self.in_flight < self._capacity(priority)

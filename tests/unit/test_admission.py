@@ -282,3 +282,46 @@ async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent() -> None:
         admission.release(held, Outcome.ANSWERED)
     assert outcomes == {"short": "deadline", "long": "granted"}
     assert admission.in_flight == 1
+
+
+async def test_a_free_slot_behind_a_long_upstream_queue_is_not_taken_too_late() -> None:
+    """A CPU-bound upstream answers every 0.1 s whatever the number in flight. With 30
+    calls already sent (the limit still high from a lighter moment), a new one would end
+    about 3.1 s from now: with 2 s left it is refused at once rather than sent into a
+    504; with 10 s left it is sent."""
+    now = [1000.0]
+    admission = AdmissionController(
+        AdmissionConfig(max_concurrency=32, initial_limit=32, min_limit=32),
+        clock=lambda: now[0],
+    )
+    in_flight: list[Ticket] = []
+
+    async def wait() -> None:
+        with contextlib.suppress(Shed):
+            in_flight.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(32):
+            in_flight.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600))
+        for _ in range(20):
+            group.start_soon(wait)
+        await anyio.sleep(0.01)
+        for _ in range(18):  # one answer every 0.1 s, each call 3.2 s (32 in flight)
+            now[0] += 0.1
+            ticket = in_flight.pop(0)
+            ticket.started = now[0] - 3.2
+            admission.release(ticket, Outcome.ANSWERED)
+            await anyio.lowlevel.checkpoint()
+        group.cancel_scope.cancel()
+    while len(in_flight) > 30:
+        now[0] += 0.1
+        ticket = in_flight.pop(0)
+        ticket.started = now[0] - 3.2
+        admission.release(ticket, Outcome.ANSWERED)
+    assert (admission.in_flight, admission.limit) == (30, 32)
+    with pytest.raises(Shed) as refused:
+        await admission.acquire("sign_in", Priority.NORMAL, now[0] + 2.0)
+    assert refused.value.reason == "deadline"
+    sent = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 10.0)
+    assert admission.in_flight == 31
+    admission.release(sent, Outcome.NONE)
