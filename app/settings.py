@@ -209,7 +209,8 @@ class Settings(BaseSettings):
     # Supabase gateway: admission (docs/deadlocks.md), deadlines, retries and breaker.
     # The thread bound: most Supabase calls in flight (the adaptive limit stays below it).
     upstream_pool_size: int = Field(default=128, ge=1, le=512)
-    # The whole budget of a Supabase call, queueing included.
+    # How long a request may wait for Supabase, from its arrival (services/budget.py):
+    # every upstream call it makes, queueing and retries included.
     upstream_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     upstream_connect_timeout_seconds: float = Field(default=1.5, gt=0)
     # Unset: every socket read may take the time left of the deadline.
