@@ -228,6 +228,18 @@ From the 64-connection runs of section 1 (server process CPU over requests serve
 # -- 5. bursts (another script, when present) ------------------------------------------------
 
 
+def _tail(output: str, limit: int) -> str:
+    """The last whole lines of ``output`` that fit in ``limit`` characters (no JSON)."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed([x for x in output.splitlines() if not x.startswith("{")]):
+        size += len(line) + 1
+        if size > limit:
+            break
+        kept.append(line)
+    return "\n".join(reversed(kept))
+
+
 def bursts(report: Report) -> None:
     script = ROOT / "scripts" / "bench_burst.py"
     if not script.exists():
@@ -273,7 +285,7 @@ latency mode's throughput ratio. What bounds them on this machine is in
 [deadlocks.md](deadlocks.md#proof).
 
 ```
-{chr(10).join(line for line in output.splitlines() if not line.startswith("{"))[-6000:]}
+{_tail(output, 12000)}
 ```
 
 {figure}
