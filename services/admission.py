@@ -87,6 +87,11 @@ class AdmissionConfig:
     backoff: float = 0.9  # limit multiplier on a timeout or transport failure
     ewma_weight: float = 0.2  # weight of a new service-time sample
     noload_window: float = 30.0  # seconds a no-load (minimum) service time is remembered
+    # A limit is only known good while it is used (TCP's congestion window validation,
+    # RFC 2861): after this long with under half of it in use, it halves for every such
+    # spell, down to where it started, so a burst after a quiet spell is not sent whole on
+    # a limit that an earlier load earned; while it is used, it never decays.
+    idle_half_life: float = 1.0
     control_reserve: float = 0.1  # share of the limit only CONTROL calls may use on top
     max_queue: int = 4096  # memory bound on waiting calls (far above any useful queue)
     tick: float = 0.05  # how often a non-empty queue is re-checked against deadlines
@@ -165,7 +170,7 @@ class AdmissionController:
         self.config = config
         self._clock = clock
         self._on_shed = on_shed
-        self._limit = float(
+        self._limit = self._start = float(
             min(max(config.initial_limit, config.min_limit), config.max_concurrency)
         )
         self.in_flight = 0
@@ -181,6 +186,7 @@ class AdmissionController:
         self._ewma = 0.0  # service time over every operation
         self._per_slot = 0.0  # service time over its mean concurrency: the modelled gap
         self._progress_at = clock()  # last answered call, or the last start from idle
+        self._used_at = clock()  # the last moment at least half of the limit was in use
         # Intervals between answered calls while calls waited (the upstream's throughput
         # when it is what binds), and when the last such answer came.
         self._gaps: collections.deque[float] = collections.deque(maxlen=config.gap_samples)
@@ -349,13 +355,17 @@ class AdmissionController:
         the last intervals between answers under load, which holds whatever the limit and
         however the answers clump), or modelled from service time over the limit (Little's
         law) until there are enough such observations to trust."""
-        # Until then: each answer's service time over the calls in flight with it (a
-        # CPU-bound upstream serves them one ``gap`` apart whatever their number; a
-        # latency-bound one at the concurrency it had), which needs no queue to be learnt
-        # and does not carry a busier burst's service times over to this one. No silence
-        # here: before any answer the queue is judged by its head alone (a burst's first
-        # answers may all come at once, after a while).
-        model = self._per_slot or self._ewma / max(1, self.limit)
+        # Until then, the faster of two models (a refusal is final; a wait that proves
+        # too long still ends at the deadline): the smoothed service time over the limit
+        # (Little's law at full concurrency: right for a latency-bound upstream, which
+        # serves more at once at the same speed, but after a busier burst it carries
+        # that burst's long service times over), and each answer's service time over the
+        # mean number in flight with it (a CPU-bound upstream serves calls one ``gap``
+        # apart whatever their number; learnt from a lone call it would say a
+        # latency-bound upstream serves one call at a time). No silence here: before any
+        # answer the queue is judged by its head alone (a burst's first answers may all
+        # come at once, after a while).
+        model = min(self._per_slot or math.inf, self._ewma / max(1, self.limit))
         if not self._gaps:
             return model
         observed = sum(self._gaps) / len(self._gaps)
@@ -401,9 +411,21 @@ class AdmissionController:
     def _grant(self, operation: str, priority: Priority, now: float, since: float) -> Ticket:
         if self.in_flight == 0:
             self._progress_at = now
+        self._validate(now)
         occupancy = self._advance(now)
         self.in_flight += 1
         return Ticket(operation, priority, now, now - since, occupancy=occupancy)
+
+    def _validate(self, now: float) -> None:
+        """Decay a limit left unused (see ``idle_half_life``)."""
+        if self.in_flight * 2 >= self._limit:
+            self._used_at = now
+            return
+        idle = now - self._used_at
+        if idle >= self.config.idle_half_life and self._limit > self._start:
+            decayed = self._limit * 0.5 ** (idle / self.config.idle_half_life)
+            self._limit = max(self._start, decayed, 2.0 * self.in_flight)
+            self._used_at = now
 
     def _advance(self, now: float) -> float:
         """The slot-seconds integral up to ``now`` (call before ``in_flight`` changes)."""

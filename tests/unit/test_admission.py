@@ -325,3 +325,65 @@ async def test_a_free_slot_behind_a_long_upstream_queue_is_not_taken_too_late() 
     sent = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 10.0)
     assert admission.in_flight == 31
     admission.release(sent, Outcome.NONE)
+
+
+async def test_a_limit_left_unused_returns_to_where_it_started() -> None:
+    """A limit earned by an earlier load is not trusted after a quiet spell (RFC 2861):
+    a burst arriving then starts from the initial limit, not from every slot at once,
+    and grows again as its own answers allow. A limit in use never decays."""
+    now = [1000.0]
+    admission = AdmissionController(
+        AdmissionConfig(max_concurrency=64, initial_limit=8, min_limit=2), clock=lambda: now[0]
+    )
+
+    async def load(seconds: float) -> None:
+        """Calls at the full limit, 0.2 s each (as fast as unloaded), for ``seconds``."""
+        end = now[0] + seconds
+        while now[0] < end:
+            tickets = []
+            while admission.in_flight < admission.limit:
+                tickets.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60))
+            now[0] += 0.2
+            for ticket in tickets:
+                ticket.started = now[0] - 0.2
+                admission.release(ticket, Outcome.ANSWERED)
+
+    await load(3.0)
+    earned = admission.limit
+    assert earned >= 48
+    await load(5.0)  # used all along: nothing decays
+    assert admission.limit >= earned
+    now[0] += 3.0  # three quiet half-lives
+    first = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 5)
+    assert admission.limit == 8
+    admission.release(first, Outcome.NONE)
+
+
+async def test_a_lone_call_does_not_make_a_burst_look_serial() -> None:
+    """One call alone took 40 ms. Then 178 arrive at once with 8 slots: at 8 in flight a
+    latency-bound upstream answers one every 5 ms, so all fit in 5 s. Judged by the lone
+    call's 40 ms per answer, 170 calls ahead would need 7 s, and most of the burst was
+    refused on arrival."""
+    now = [1000.0]
+    admission = AdmissionController(
+        AdmissionConfig(max_concurrency=8, initial_limit=8, min_limit=8), clock=lambda: now[0]
+    )
+    lone = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+    now[0] += 0.04
+    lone.started = now[0] - 0.04
+    admission.release(lone, Outcome.ANSWERED)
+    held = [await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60) for _ in range(8)]
+
+    async def wait() -> None:
+        with contextlib.suppress(Shed):
+            await admission.acquire("sign_in", Priority.NORMAL, now[0] + 5.0)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(170):
+            group.start_soon(wait)
+        await anyio.sleep(0.2)
+        assert admission.queued == 170
+        assert admission.shed_counts["deadline"] == 0
+        group.cancel_scope.cancel()
+    for ticket in held:
+        admission.release(ticket, Outcome.NONE)
