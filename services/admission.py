@@ -232,7 +232,7 @@ class AdmissionController:
                     f"{self.in_flight} calls already in flight finish first; "
                     f"{max(0.0, deadline - now):.2f}s left is too little",
                 )
-            return self._grant(operation, priority, now, now)
+            return Ticket(operation, priority, now, 0.0, occupancy=self._take_slot(now))
         if priority is Priority.PROBE:
             raise self._shed("busy", priority, "every upstream slot is busy; a probe never waits")
         if self.queued >= self.config.max_queue:
@@ -408,13 +408,14 @@ class AdmissionController:
             return stats.ewma
         return self._ewma
 
-    def _grant(self, operation: str, priority: Priority, now: float, since: float) -> Ticket:
+    def _take_slot(self, now: float) -> float:
+        """One more call in flight from ``now``; the slot-seconds integral at that moment."""
         if self.in_flight == 0:
             self._progress_at = now
         self._validate(now)
         occupancy = self._advance(now)
         self.in_flight += 1
-        return Ticket(operation, priority, now, now - since, occupancy=occupancy)
+        return occupancy
 
     def _validate(self, now: float) -> None:
         """Decay a limit left unused (see ``idle_half_life``)."""
@@ -492,7 +493,7 @@ class AdmissionController:
                     )
                     continue
                 self._observe_sojourn(now - waiter.enqueued, now)
-                self._grant(waiter.operation, priority, now, waiter.enqueued)
+                self._take_slot(now)
                 waiter.future.set_result(None)
             if queue:
                 return  # a higher class still waits: lower ones do not jump it

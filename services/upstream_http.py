@@ -6,6 +6,7 @@ whose fault a failure is."""
 from __future__ import annotations
 
 import contextvars
+import functools
 import ssl
 import threading
 import time
@@ -170,7 +171,11 @@ def install_trace_hooks(client: httpx.Client) -> None:
 
 
 _TLS_LOCK = threading.Lock()
-_TLS: list[ssl.SSLContext] = []
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
 
 
 def upstream_tls_context() -> ssl.SSLContext:
@@ -182,11 +187,8 @@ def upstream_tls_context() -> ssl.SSLContext:
     all at once, and an unguarded cache let each of them build its own (16 CA-bundle reads
     at once made that burst's first answers 0.3 s slower). ``SupabaseGateway`` also builds
     it at start-up, so no request waits for it."""
-    if not _TLS:
-        with _TLS_LOCK:
-            if not _TLS:
-                _TLS.append(httpx.create_ssl_context())
-    return _TLS[0]
+    with _TLS_LOCK:
+        return _tls_context()
 
 
 def build_client(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -38,6 +39,25 @@ async def serve(admission: AdmissionController, seconds: float, *, count: int) -
         for ticket in tickets:
             ticket.started = time.monotonic() - seconds
             admission.release(ticket, Outcome.ANSWERED)
+
+
+def clocked(**config: Any) -> tuple[AdmissionController, list[float]]:
+    """A controller on a clock that moves only when the test moves ``now[0]``."""
+    now = [1000.0]
+    return AdmissionController(AdmissionConfig(**config), clock=lambda: now[0]), now
+
+
+def answer(admission: AdmissionController, ticket: Ticket, now: list[float], took: float) -> None:
+    """``ticket``'s call answers now, after ``took`` seconds of service."""
+    ticket.started = now[0] - took
+    admission.release(ticket, Outcome.ANSWERED)
+
+
+async def answer_alone(admission: AdmissionController, now: list[float], took: float) -> None:
+    """One call with nothing else in flight, answered after ``took`` seconds."""
+    ticket = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+    now[0] += took
+    answer(admission, ticket, now, took)
 
 
 async def test_limit_grows_while_calls_stay_as_fast_as_unloaded() -> None:
@@ -253,14 +273,8 @@ async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent() -> None:
     """Calls take 1 s. One waits with 3 s left, another with 10 s; the only slot comes
     free 2.5 s later. Sent then, the first would end in a 504 and spend an upstream slot
     (and its CPU) that the second can use: it is refused, the second is served."""
-    now = [1000.0]
-    admission = AdmissionController(
-        AdmissionConfig(max_concurrency=1, initial_limit=1, min_limit=1), clock=lambda: now[0]
-    )
-    learnt = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
-    now[0] += 1.0
-    learnt.started = now[0] - 1.0
-    admission.release(learnt, Outcome.ANSWERED)
+    admission, now = clocked(max_concurrency=1, initial_limit=1, min_limit=1)
+    await answer_alone(admission, now, 1.0)
     held = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
     held.started = now[0]
     outcomes: dict[str, str] = {}
@@ -289,11 +303,7 @@ async def test_a_free_slot_behind_a_long_upstream_queue_is_not_taken_too_late() 
     calls already sent (the limit still high from a lighter moment), a new one would end
     about 3.1 s from now: with 2 s left it is refused at once rather than sent into a
     504; with 10 s left it is sent."""
-    now = [1000.0]
-    admission = AdmissionController(
-        AdmissionConfig(max_concurrency=32, initial_limit=32, min_limit=32),
-        clock=lambda: now[0],
-    )
+    admission, now = clocked(max_concurrency=32, initial_limit=32, min_limit=32)
     in_flight: list[Ticket] = []
 
     async def wait() -> None:
@@ -308,16 +318,12 @@ async def test_a_free_slot_behind_a_long_upstream_queue_is_not_taken_too_late() 
         await anyio.sleep(0.01)
         for _ in range(18):  # one answer every 0.1 s, each call 3.2 s (32 in flight)
             now[0] += 0.1
-            ticket = in_flight.pop(0)
-            ticket.started = now[0] - 3.2
-            admission.release(ticket, Outcome.ANSWERED)
+            answer(admission, in_flight.pop(0), now, 3.2)
             await anyio.lowlevel.checkpoint()
         group.cancel_scope.cancel()
     while len(in_flight) > 30:
         now[0] += 0.1
-        ticket = in_flight.pop(0)
-        ticket.started = now[0] - 3.2
-        admission.release(ticket, Outcome.ANSWERED)
+        answer(admission, in_flight.pop(0), now, 3.2)
     assert (admission.in_flight, admission.limit) == (30, 32)
     with pytest.raises(Shed) as refused:
         await admission.acquire("sign_in", Priority.NORMAL, now[0] + 2.0)
@@ -331,10 +337,7 @@ async def test_a_limit_left_unused_returns_to_where_it_started() -> None:
     """A limit earned by an earlier load is not trusted after a quiet spell (RFC 2861):
     a burst arriving then starts from the initial limit, not from every slot at once,
     and grows again as its own answers allow. A limit in use never decays."""
-    now = [1000.0]
-    admission = AdmissionController(
-        AdmissionConfig(max_concurrency=64, initial_limit=8, min_limit=2), clock=lambda: now[0]
-    )
+    admission, now = clocked(max_concurrency=64, initial_limit=8, min_limit=2)
 
     async def load(seconds: float) -> None:
         """Calls at the full limit, 0.2 s each (as fast as unloaded), for ``seconds``."""
@@ -345,8 +348,7 @@ async def test_a_limit_left_unused_returns_to_where_it_started() -> None:
                 tickets.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60))
             now[0] += 0.2
             for ticket in tickets:
-                ticket.started = now[0] - 0.2
-                admission.release(ticket, Outcome.ANSWERED)
+                answer(admission, ticket, now, 0.2)
 
     await load(3.0)
     earned = admission.limit
@@ -364,14 +366,8 @@ async def test_a_lone_call_does_not_make_a_burst_look_serial() -> None:
     latency-bound upstream answers one every 5 ms, so all fit in 5 s. Judged by the lone
     call's 40 ms per answer, 170 calls ahead would need 7 s, and most of the burst was
     refused on arrival."""
-    now = [1000.0]
-    admission = AdmissionController(
-        AdmissionConfig(max_concurrency=8, initial_limit=8, min_limit=8), clock=lambda: now[0]
-    )
-    lone = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
-    now[0] += 0.04
-    lone.started = now[0] - 0.04
-    admission.release(lone, Outcome.ANSWERED)
+    admission, now = clocked(max_concurrency=8, initial_limit=8, min_limit=8)
+    await answer_alone(admission, now, 0.04)
     held = [await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60) for _ in range(8)]
 
     async def wait() -> None:

@@ -97,7 +97,7 @@ def test_worker_threads_starting_together_build_one_tls_context(
         built.append(ssl.create_default_context())
         return built[-1]
 
-    monkeypatch.setattr(upstream_http, "_TLS", [])
+    upstream_http._tls_context.cache_clear()
     monkeypatch.setattr(httpx, "create_ssl_context", slow_context)
     start = threading.Barrier(16)
     seen: list[ssl.SSLContext] = []
@@ -111,6 +111,7 @@ def test_worker_threads_starting_together_build_one_tls_context(
         thread.start()
     for thread in threads:
         thread.join()
+    upstream_http._tls_context.cache_clear()  # the next caller builds a real one
     assert len(built) == 1
     assert len(seen) == 16
     assert all(context is built[0] for context in seen)
