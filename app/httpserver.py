@@ -12,11 +12,11 @@ parsed head for any other ASGI server. Under ``--http h11`` uvicorn's own
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.logging import new_request_id
 from app.problems import PROBLEM_TYPE_BASE
 
 
@@ -33,7 +33,7 @@ def problem_431(max_count: int, max_bytes: int) -> bytes:
             "detail": f"At most {max_count} headers and {max_bytes} bytes of request line "
             "and headers are accepted.",
             "code": "headers_too_large",
-            "request_id": os.urandom(16).hex(),
+            "request_id": new_request_id(),
         }
     ).encode()
     return b"".join(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import time
 from collections.abc import Sequence
 
@@ -25,7 +24,7 @@ from app.forwarded import (
     forwarded_scheme,
     parse_address,
 )
-from app.logging import REQUEST_ID, access_logger
+from app.logging import REQUEST_ID, access_logger, new_request_id
 from app.problems import problem_response
 from services import budget, errors, metrics
 from services.tallies import LatencyTally, Tally
@@ -172,7 +171,7 @@ class EdgeMiddleware:
         self.proxy.apply(scope)
         started = time.perf_counter()
         time_left = budget.opened()
-        request_id = _incoming_id(scope) or os.urandom(16).hex()
+        request_id = _incoming_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         # Read by the log processor; uvicorn runs each request in a task of its own, so
         # the value never reaches another request, and it is still set when the outermost
@@ -205,6 +204,10 @@ class EdgeMiddleware:
             latency.observe(elapsed)
             if self._access is not None:
                 self._log_access(scope, method, template, status, elapsed)
+            # The authorization context holds the scope that holds it: let go of it here,
+            # so a request's objects are freed as it ends, by reference counting, and the
+            # cycle collector has nothing of it to trace.
+            scope["state"].pop("auth", None)
 
     async def _refuse(
         self,
