@@ -56,6 +56,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_open = False
         self._head_bytes = 0  # bytes received while the current head is incomplete
         self._head_refused = False
+        # At most this many bytes can be the head that completes in the chunk being parsed
+        # (what came before it while the head was open, plus the chunk).
+        self._head_bound = 0
 
     def data_received(self, data: bytes) -> None:
         continued = self._head_open
@@ -66,6 +69,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_header_bytes:
                 self._refuse()
                 return
+        self._head_bound = self._head_bytes + len(data)
         super().data_received(data)
         if not continued and self._head_open and not self._head_refused:
             # A head began in this chunk and is still incomplete.
@@ -80,11 +84,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         # The parsed head, counted once it is complete (a head that took several segments
-        # was already bounded while it arrived, by ``data_received``).
+        # was already bounded while it arrived, by ``data_received``). Its bytes are only
+        # added up when the bytes it came in could exceed the limit: a head that arrived
+        # within fewer bytes than the limit is within it (every ordinary request).
         self._head_open = False
         headers = self.headers
         if len(headers) > self.max_header_count or (
-            len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes
+            self._head_bound > self.max_header_bytes
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes
         ):
             self._head_refused = True
             raise _HeadTooLarge
