@@ -12,59 +12,21 @@ never a stale "yes".
 
 from __future__ import annotations
 
-import os
 import time
-import traceback
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import structlog
-from redis.exceptions import RedisError
-
-from services import errors, metrics
+from services import metrics
 from services import session_keys as keys
 from services.invalidation import InvalidationCache
 from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
+from services.redis_call import as_text, redis_call
 from services.redis_client import Call, Durable, RedisClient
 from services.tallies import Tally
 
-log = structlog.get_logger("services.sessions")
 _SESSION_HIT = Tally(metrics.TOKEN_CACHE.labels("session_hit"))
 _SESSION_MISS = Tally(metrics.TOKEN_CACHE.labels("session_miss"))
-T = TypeVar("T")
-
-
-async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
-    """Await a Redis command, turning any Redis failure into a 503."""
-    try:
-        return await awaitable
-    except (TypeError, AttributeError) as exc:
-        if not _from_a_torn_down_socket(exc):
-            raise
-        metrics.REDIS_ERRORS.labels(operation).inc()
-        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
-        raise errors.RedisUnavailable(
-            retry_after=1, debug=f"Redis connection lost during {operation}"
-        ) from exc
-    except (RedisError, OSError) as exc:
-        metrics.REDIS_ERRORS.labels(operation).inc()
-        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
-        raise errors.RedisUnavailable(
-            retry_after=1,
-            debug=f"Redis failed during {operation}: {type(exc).__name__}; "
-            "check REDIS_URL and python -m app.diagnose",
-        ) from exc
-
-
-def _from_a_torn_down_socket(exc: BaseException) -> bool:
-    """redis-py 8.1 lets a write on a connection the peer just closed (a node killed in a
-    failover) escape as TypeError/AttributeError from the transport instead of
-    ConnectionError (redis/redis-py#4287). Only errors raised inside redis-py or asyncio's
-    transports count; our own bugs still surface."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = frames[-1].filename if frames else ""
-    return f"{os.sep}redis{os.sep}" in where or f"{os.sep}asyncio{os.sep}" in where
 
 
 @dataclass(frozen=True)
@@ -162,7 +124,7 @@ class SessionStore(InvalidationCache):
             "session_check",
             self.redis.hmget(keys.user_key(self.prefix, uid), [sid, keys.NOT_BEFORE, keys.BANNED]),
         )
-        alive = value is not None and keys.parse_session(_text(value))[0] > time.time()
+        alive = value is not None and keys.parse_session(as_text(value))[0] > time.time()
         state = UserState(not_before=float(nbf or 0), banned=banned is not None)
         if generation == self._generation and self.cache_trusted:
             # Cached by session id with its owner ("" once gone), so a hit for another
@@ -197,7 +159,7 @@ class SessionStore(InvalidationCache):
             calls.append(self._refresh_call(refresh_token, uid, sid))
         ended = (await redis_call("session_create", self.durable.run_all(calls)))[0]
         self._evict(f"s:{sid}")
-        evicted = [_text(item) for item in ended or ()]
+        evicted = [as_text(item) for item in ended or ()]
         for old in evicted:
             self._evict(f"s:{old}")
         return evicted
@@ -215,7 +177,7 @@ class SessionStore(InvalidationCache):
 
     async def get(self, sid: str, uid: str) -> SessionInfo | None:
         raw = await redis_call("session_get", self.redis.hget(keys.user_key(self.prefix, uid), sid))
-        info = None if raw is None else _session_info(sid, uid, _text(raw))
+        info = None if raw is None else _session_info(sid, uid, as_text(raw))
         return info if info is not None and info.expires > time.time() else None
 
     async def list_for_user(self, uid: str) -> list[SessionInfo]:
@@ -223,9 +185,9 @@ class SessionStore(InvalidationCache):
         now = time.time()
         found = []
         for field, value in raw.items():
-            sid = _text(field)
+            sid = as_text(field)
             if not sid.startswith("!"):
-                info = _session_info(sid, uid, _text(value))
+                info = _session_info(sid, uid, as_text(value))
                 if info.expires > now:
                     found.append(info)
         return found
@@ -293,14 +255,14 @@ class SessionStore(InvalidationCache):
         raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token)))
         if raw is None:
             return None
-        value = _text(raw)
+        value = as_text(raw)
         used = value.startswith("!")
         uid, _, sid = value.lstrip("!").partition(" ")
         return RefreshRecord(uid=uid, sid=sid, used=used)
 
     async def grace_answer(self, refresh_token: str) -> str | None:
         raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token) + ":g"))
-        return None if raw is None else _text(raw)
+        return None if raw is None else as_text(raw)
 
     async def rotate_refresh(
         self,
@@ -351,12 +313,12 @@ class SessionStore(InvalidationCache):
             "session_aal",
             self.redis.hget(keys.user_key(self.prefix, uid), keys.ASSURANCE + sid),
         )
-        return _text(raw).partition("|")[0] if raw else "aal1"
+        return as_text(raw).partition("|")[0] if raw else "aal1"
 
     async def assurances(self, uid: str) -> dict[str, tuple[str, str]]:
         """session id -> (aal, factor id) for every live session of the user: one read."""
         raw = await redis_call("session_aal", self.redis.hgetall(keys.user_key(self.prefix, uid)))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         now = time.time()
         found: dict[str, tuple[str, str]] = {}
         for sid, value in fields.items():
@@ -394,9 +356,3 @@ def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
 def _clean(value: str) -> str:
     """Fields are "|"-separated; the user agent is last, but an IP never holds one."""
     return value.replace("|", "/")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
