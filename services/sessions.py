@@ -1,4 +1,4 @@
-"""Sessions, revocation, refresh-token records and per-user state in Redis.
+"""Sessions, revocation and per-user state in Redis.
 
 The key layout and the scripts are in ``services.session_keys`` (one hash per user, in one
 hash slot, so it runs unchanged on a Redis Cluster). A session is alive exactly while its
@@ -8,6 +8,9 @@ costs no Redis round trip; every write publishes an invalidation from inside its
 each instance evicts on receipt, and the cache is trusted only while the invalidation path
 is proven end to end. Otherwise every check reads Redis, and a Redis outage answers 503,
 never a stale "yes".
+
+``SessionStore`` also holds the refresh-token records (``services.refresh_records``), a
+mixin of their own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from services.invalidation import InvalidationCache
 from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
 from services.redis_call import as_text, redis_call
 from services.redis_client import Call, Durable, RedisClient
+from services.refresh_records import RefreshRecords
 from services.tallies import Tally
 
 _SESSION_HIT = Tally(metrics.TOKEN_CACHE.labels("session_hit"))
@@ -54,16 +58,7 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-@dataclass(frozen=True)
-class RefreshRecord:
-    """What Redis knows of a refresh token: its session, and whether it was rotated."""
-
-    uid: str
-    sid: str
-    used: bool
-
-
-class SessionStore(InvalidationCache):
+class SessionStore(RefreshRecords, InvalidationCache):
     """Redis-backed sessions with an invalidation-coherent local cache."""
 
     def __init__(
@@ -236,58 +231,6 @@ class SessionStore(InvalidationCache):
             self.redis.hmget(keys.user_key(self.prefix, uid), [keys.NOT_BEFORE, keys.BANNED]),
         )
         return UserState(not_before=float(nbf or 0), banned=banned is not None)
-
-    # -- refresh-token records -------------------------------------------------------
-
-    def refresh_key(self, refresh_token: str) -> str:
-        return keys.refresh_key(self.prefix, refresh_token)
-
-    async def remember_refresh(self, refresh_token: str, uid: str, sid: str) -> None:
-        await redis_call("refresh", self.durable.run(*self._refresh_call(refresh_token, uid, sid)))
-
-    def _refresh_call(self, refresh_token: str, uid: str, sid: str) -> Call:
-        """The write of a current refresh token's record: "UID SID" for the session's life."""
-        return self.durable.set_call(
-            self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl
-        )
-
-    async def refresh_record(self, refresh_token: str) -> RefreshRecord | None:
-        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token)))
-        if raw is None:
-            return None
-        value = as_text(raw)
-        used = value.startswith("!")
-        uid, _, sid = value.lstrip("!").partition(" ")
-        return RefreshRecord(uid=uid, sid=sid, used=used)
-
-    async def grace_answer(self, refresh_token: str) -> str | None:
-        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token) + ":g"))
-        return None if raw is None else as_text(raw)
-
-    async def rotate_refresh(
-        self,
-        old_token: str,
-        new_token: str,
-        *,
-        uid: str,
-        sid: str,
-        answer: str,
-        grace_ms: int,
-        used_ttl: int,
-    ) -> None:
-        """The new token first (its own slot), then the old one marked used with the answer
-        shared during the grace window (the old token's slot): two single-slot steps, so a
-        crash between them leaves a known new token and an old one Supabase still refuses."""
-        await self.remember_refresh(new_token, uid, sid)
-        old = self.refresh_key(old_token)
-        await redis_call(
-            "refresh",
-            self.durable.run(
-                self._retire,
-                [old, old + ":g"],
-                [f"!{uid} {sid}", max(1, min(used_ttl, self.session_ttl)), answer, grace_ms],
-            ),
-        )
 
     # -- assurance level (MFA), recorded per session ------------------------------------
 
