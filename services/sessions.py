@@ -9,8 +9,8 @@ each instance evicts on receipt, and the cache is trusted only while the invalid
 is proven end to end. Otherwise every check reads Redis, and a Redis outage answers 503,
 never a stale "yes".
 
-``SessionStore`` also holds the refresh-token records (``services.refresh_records``), a
-mixin of their own.
+``SessionStore`` also holds the refresh-token records (``services.refresh_records``) and
+the sessions' assurance levels (``services.session_assurance``), each a mixin of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from services.invalidation import UserState as UserState  # re-exported: app.aut
 from services.redis_call import as_text, redis_call
 from services.redis_client import Call, Durable, RedisClient
 from services.refresh_records import RefreshRecords
+from services.session_assurance import SessionAssurance
 from services.tallies import Tally
 
 _SESSION_HIT = Tally(metrics.TOKEN_CACHE.labels("session_hit"))
@@ -58,7 +59,7 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-class SessionStore(RefreshRecords, InvalidationCache):
+class SessionStore(RefreshRecords, SessionAssurance, InvalidationCache):
     """Redis-backed sessions with an invalidation-coherent local cache."""
 
     def __init__(
@@ -231,56 +232,6 @@ class SessionStore(RefreshRecords, InvalidationCache):
             self.redis.hmget(keys.user_key(self.prefix, uid), [keys.NOT_BEFORE, keys.BANNED]),
         )
         return UserState(not_before=float(nbf or 0), banned=banned is not None)
-
-    # -- assurance level (MFA), recorded per session ------------------------------------
-
-    async def set_assurance(self, sid: str, uid: str, aal: str, factor_id: str | None) -> bool:
-        """Record that the session reached ``aal`` (through ``factor_id``); False if the
-        session is gone."""
-        value = "" if aal == "aal1" else f"{aal}|{factor_id or ''}"
-        done = await redis_call(
-            "session_aal",
-            self.durable.run(
-                self._set_assurance,
-                [keys.user_key(self.prefix, uid)],
-                [sid, value, self.channel],
-            ),
-        )
-        self._evict(f"s:{sid}")
-        return bool(done)
-
-    async def assurance(self, sid: str, uid: str) -> str:
-        """The level this service recorded for the session: ``aal1`` unless an MFA
-        verification through this service raised it (and no unenrolment lowered it)."""
-        raw = await redis_call(
-            "session_aal",
-            self.redis.hget(keys.user_key(self.prefix, uid), keys.ASSURANCE + sid),
-        )
-        return as_text(raw).partition("|")[0] if raw else "aal1"
-
-    async def assurances(self, uid: str) -> dict[str, tuple[str, str]]:
-        """session id -> (aal, factor id) for every live session of the user: one read."""
-        raw = await redis_call("session_aal", self.redis.hgetall(keys.user_key(self.prefix, uid)))
-        fields = {as_text(k): as_text(v) for k, v in raw.items()}
-        now = time.time()
-        found: dict[str, tuple[str, str]] = {}
-        for sid, value in fields.items():
-            if sid.startswith("!") or keys.parse_session(value)[0] <= now:
-                continue
-            aal, _, factor = fields.get(keys.ASSURANCE + sid, "aal1|").partition("|")
-            found[sid] = (aal or "aal1", factor)
-        return found
-
-    async def lower_assurance(self, uid: str, factor_id: str) -> list[str]:
-        """Sessions raised to aal2 by ``factor_id`` fall back to aal1 (the factor is gone)."""
-        lowered = [
-            sid
-            for sid, (aal, factor) in (await self.assurances(uid)).items()
-            if aal != "aal1" and factor == factor_id
-        ]
-        for sid in lowered:
-            await self.set_assurance(sid, uid, "aal1", None)
-        return lowered
 
 
 def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
