@@ -2,12 +2,12 @@
 deletion (``docs/account-lifecycle.md``).
 
 A mixin of ``services.gateway.SupabaseGateway``: each call takes the gateway's one path
-(``_call``: breaker, admission, thread, deadline). Sending mail and consuming one-time
-codes are never repeated once the request may have left (``retry_safe=False``): a repeat
-would mail twice or burn the code. Calls made with a user's access token pass it
-explicitly; no SDK client keeps it. Upstream error codes that mean something specific to
-these flows are mapped here, in the worker thread, so they take the gateway's path for
-this service's own errors.
+(``_call`` of ``services.upstream_call``: breaker, admission, thread, deadline). Sending
+mail and consuming one-time codes are never repeated once the request may have left
+(``retry_safe=False``): a repeat would mail twice or burn the code. Calls made with a user's
+access token pass it explicitly; no SDK client keeps it. Upstream error codes that mean
+something specific to these flows are mapped here, in the worker thread, so they take the
+gateway's path for this service's own errors.
 """
 
 from __future__ import annotations

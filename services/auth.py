@@ -18,8 +18,9 @@ from services import audit, errors, metrics, tallies
 from services.breaker import Caller
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
+from services.redis_call import redis_call
 from services.redis_client import RedisClient
-from services.sessions import SessionInfo, SessionStore, redis_call
+from services.sessions import SessionInfo, SessionStore
 from services.timing import LatencyFloor
 from services.tokens import Claims
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import structlog
 
 from services.principals import PrincipalCache
+from services.redis_call import redis_call
 from services.redis_client import RedisClient
-from services.sessions import SessionStore, redis_call
+from services.sessions import SessionStore
 
 log = structlog.get_logger("services.events")
 

@@ -35,8 +35,8 @@ import hashlib
 from dataclasses import dataclass
 
 from services import audit, errors, metrics
+from services.redis_call import redis_call
 from services.redis_client import RedisClient
-from services.sessions import redis_call
 
 # KEYS: state, known. ARGV: ip, fresh (s). Returns {retry_after_ms, reason(0 none, 1 ip,
 # 2 account), dirty}: dirty is 0 when a success would change nothing (no failure state, the

@@ -20,7 +20,7 @@ from services import audit, errors
 from services.auth import Client
 from services.flows import FlowDeps, open_session, session_ids
 from services.gateway import AuthSession
-from services.sessions import redis_call
+from services.redis_call import redis_call
 
 FLOW_TTL = 600
 

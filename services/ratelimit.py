@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services import audit, errors, metrics
+from services.redis_call import redis_call
 from services.redis_client import RedisClient
-from services.sessions import redis_call
 
 # KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst.
 # Returns {allowed, remaining, reset_ms, retry_after_ms}.

@@ -1,4 +1,4 @@
-"""Sessions, revocation, refresh-token records and per-user state in Redis.
+"""Sessions, revocation and per-user state in Redis.
 
 The key layout and the scripts are in ``services.session_keys`` (one hash per user, in one
 hash slot, so it runs unchanged on a Redis Cluster). A session is alive exactly while its
@@ -8,63 +8,30 @@ costs no Redis round trip; every write publishes an invalidation from inside its
 each instance evicts on receipt, and the cache is trusted only while the invalidation path
 is proven end to end. Otherwise every check reads Redis, and a Redis outage answers 503,
 never a stale "yes".
+
+``SessionStore`` also holds the refresh-token records (``services.refresh_records``) and
+the sessions' assurance levels (``services.session_assurance``), each a mixin of its own.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import traceback
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import structlog
-from redis.exceptions import RedisError
-
-from services import errors, metrics
+from services import metrics
 from services import session_keys as keys
 from services.invalidation import InvalidationCache
 from services.invalidation import UserState as UserState  # re-exported: app.authz uses it
+from services.redis_call import as_text, redis_call
 from services.redis_client import Call, Durable, RedisClient
+from services.refresh_records import RefreshRecords
+from services.session_assurance import SessionAssurance
 from services.tallies import Tally
 
-log = structlog.get_logger("services.sessions")
 _SESSION_HIT = Tally(metrics.TOKEN_CACHE.labels("session_hit"))
 _SESSION_MISS = Tally(metrics.TOKEN_CACHE.labels("session_miss"))
-T = TypeVar("T")
-
-
-async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
-    """Await a Redis command, turning any Redis failure into a 503."""
-    try:
-        return await awaitable
-    except (TypeError, AttributeError) as exc:
-        if not _from_a_torn_down_socket(exc):
-            raise
-        metrics.REDIS_ERRORS.labels(operation).inc()
-        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
-        raise errors.RedisUnavailable(
-            retry_after=1, debug=f"Redis connection lost during {operation}"
-        ) from exc
-    except (RedisError, OSError) as exc:
-        metrics.REDIS_ERRORS.labels(operation).inc()
-        log.warning("redis_unavailable", operation=operation, error=type(exc).__name__)
-        raise errors.RedisUnavailable(
-            retry_after=1,
-            debug=f"Redis failed during {operation}: {type(exc).__name__}; "
-            "check REDIS_URL and python -m app.diagnose",
-        ) from exc
-
-
-def _from_a_torn_down_socket(exc: BaseException) -> bool:
-    """redis-py 8.1 lets a write on a connection the peer just closed (a node killed in a
-    failover) escape as TypeError/AttributeError from the transport instead of
-    ConnectionError (redis/redis-py#4287). Only errors raised inside redis-py or asyncio's
-    transports count; our own bugs still surface."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = frames[-1].filename if frames else ""
-    return f"{os.sep}redis{os.sep}" in where or f"{os.sep}asyncio{os.sep}" in where
 
 
 @dataclass(frozen=True)
@@ -92,16 +59,7 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-@dataclass(frozen=True)
-class RefreshRecord:
-    """What Redis knows of a refresh token: its session, and whether it was rotated."""
-
-    uid: str
-    sid: str
-    used: bool
-
-
-class SessionStore(InvalidationCache):
+class SessionStore(RefreshRecords, SessionAssurance, InvalidationCache):
     """Redis-backed sessions with an invalidation-coherent local cache."""
 
     def __init__(
@@ -162,7 +120,7 @@ class SessionStore(InvalidationCache):
             "session_check",
             self.redis.hmget(keys.user_key(self.prefix, uid), [sid, keys.NOT_BEFORE, keys.BANNED]),
         )
-        alive = value is not None and keys.parse_session(_text(value))[0] > time.time()
+        alive = value is not None and keys.parse_session(as_text(value))[0] > time.time()
         state = UserState(not_before=float(nbf or 0), banned=banned is not None)
         if generation == self._generation and self.cache_trusted:
             # Cached by session id with its owner ("" once gone), so a hit for another
@@ -197,7 +155,7 @@ class SessionStore(InvalidationCache):
             calls.append(self._refresh_call(refresh_token, uid, sid))
         ended = (await redis_call("session_create", self.durable.run_all(calls)))[0]
         self._evict(f"s:{sid}")
-        evicted = [_text(item) for item in ended or ()]
+        evicted = [as_text(item) for item in ended or ()]
         for old in evicted:
             self._evict(f"s:{old}")
         return evicted
@@ -215,7 +173,7 @@ class SessionStore(InvalidationCache):
 
     async def get(self, sid: str, uid: str) -> SessionInfo | None:
         raw = await redis_call("session_get", self.redis.hget(keys.user_key(self.prefix, uid), sid))
-        info = None if raw is None else _session_info(sid, uid, _text(raw))
+        info = None if raw is None else _session_info(sid, uid, as_text(raw))
         return info if info is not None and info.expires > time.time() else None
 
     async def list_for_user(self, uid: str) -> list[SessionInfo]:
@@ -223,9 +181,9 @@ class SessionStore(InvalidationCache):
         now = time.time()
         found = []
         for field, value in raw.items():
-            sid = _text(field)
+            sid = as_text(field)
             if not sid.startswith("!"):
-                info = _session_info(sid, uid, _text(value))
+                info = _session_info(sid, uid, as_text(value))
                 if info.expires > now:
                     found.append(info)
         return found
@@ -275,108 +233,6 @@ class SessionStore(InvalidationCache):
         )
         return UserState(not_before=float(nbf or 0), banned=banned is not None)
 
-    # -- refresh-token records -------------------------------------------------------
-
-    def refresh_key(self, refresh_token: str) -> str:
-        return keys.refresh_key(self.prefix, refresh_token)
-
-    async def remember_refresh(self, refresh_token: str, uid: str, sid: str) -> None:
-        await redis_call("refresh", self.durable.run(*self._refresh_call(refresh_token, uid, sid)))
-
-    def _refresh_call(self, refresh_token: str, uid: str, sid: str) -> Call:
-        """The write of a current refresh token's record: "UID SID" for the session's life."""
-        return self.durable.set_call(
-            self.refresh_key(refresh_token), f"{uid} {sid}", self.session_ttl
-        )
-
-    async def refresh_record(self, refresh_token: str) -> RefreshRecord | None:
-        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token)))
-        if raw is None:
-            return None
-        value = _text(raw)
-        used = value.startswith("!")
-        uid, _, sid = value.lstrip("!").partition(" ")
-        return RefreshRecord(uid=uid, sid=sid, used=used)
-
-    async def grace_answer(self, refresh_token: str) -> str | None:
-        raw = await redis_call("refresh", self.redis.get(self.refresh_key(refresh_token) + ":g"))
-        return None if raw is None else _text(raw)
-
-    async def rotate_refresh(
-        self,
-        old_token: str,
-        new_token: str,
-        *,
-        uid: str,
-        sid: str,
-        answer: str,
-        grace_ms: int,
-        used_ttl: int,
-    ) -> None:
-        """The new token first (its own slot), then the old one marked used with the answer
-        shared during the grace window (the old token's slot): two single-slot steps, so a
-        crash between them leaves a known new token and an old one Supabase still refuses."""
-        await self.remember_refresh(new_token, uid, sid)
-        old = self.refresh_key(old_token)
-        await redis_call(
-            "refresh",
-            self.durable.run(
-                self._retire,
-                [old, old + ":g"],
-                [f"!{uid} {sid}", max(1, min(used_ttl, self.session_ttl)), answer, grace_ms],
-            ),
-        )
-
-    # -- assurance level (MFA), recorded per session ------------------------------------
-
-    async def set_assurance(self, sid: str, uid: str, aal: str, factor_id: str | None) -> bool:
-        """Record that the session reached ``aal`` (through ``factor_id``); False if the
-        session is gone."""
-        value = "" if aal == "aal1" else f"{aal}|{factor_id or ''}"
-        done = await redis_call(
-            "session_aal",
-            self.durable.run(
-                self._set_assurance,
-                [keys.user_key(self.prefix, uid)],
-                [sid, value, self.channel],
-            ),
-        )
-        self._evict(f"s:{sid}")
-        return bool(done)
-
-    async def assurance(self, sid: str, uid: str) -> str:
-        """The level this service recorded for the session: ``aal1`` unless an MFA
-        verification through this service raised it (and no unenrolment lowered it)."""
-        raw = await redis_call(
-            "session_aal",
-            self.redis.hget(keys.user_key(self.prefix, uid), keys.ASSURANCE + sid),
-        )
-        return _text(raw).partition("|")[0] if raw else "aal1"
-
-    async def assurances(self, uid: str) -> dict[str, tuple[str, str]]:
-        """session id -> (aal, factor id) for every live session of the user: one read."""
-        raw = await redis_call("session_aal", self.redis.hgetall(keys.user_key(self.prefix, uid)))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        now = time.time()
-        found: dict[str, tuple[str, str]] = {}
-        for sid, value in fields.items():
-            if sid.startswith("!") or keys.parse_session(value)[0] <= now:
-                continue
-            aal, _, factor = fields.get(keys.ASSURANCE + sid, "aal1|").partition("|")
-            found[sid] = (aal or "aal1", factor)
-        return found
-
-    async def lower_assurance(self, uid: str, factor_id: str) -> list[str]:
-        """Sessions raised to aal2 by ``factor_id`` fall back to aal1 (the factor is gone)."""
-        lowered = [
-            sid
-            for sid, (aal, factor) in (await self.assurances(uid)).items()
-            if aal != "aal1" and factor == factor_id
-        ]
-        for sid in lowered:
-            await self.set_assurance(sid, uid, "aal1", None)
-        return lowered
-
 
 def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
     expires, created, last, ip, agent = keys.parse_session(value)
@@ -394,9 +250,3 @@ def _session_info(sid: str, uid: str, value: str) -> SessionInfo:
 def _clean(value: str) -> str:
     """Fields are "|"-separated; the user agent is last, but an IP never holds one."""
     return value.replace("|", "/")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -50,10 +50,11 @@ def test_no_thread_waits_on_the_event_loop(path: Path) -> None:
 
 
 # The gateway and its parts: the account-lifecycle calls (a mixin taking the gateway's one
-# call path), and the SDK's types and errors it reads answers with.
+# call path), that call path itself, and the SDK's types and errors it reads answers with.
 GATEWAY_MODULES = {
     "services/gateway.py",
     "services/account_gateway.py",
+    "services/upstream_call.py",
     "services/upstream_errors.py",
     "services/upstream_session.py",
 }
