@@ -1,14 +1,14 @@
 """Admission control for the Supabase gateway: who gets a worker thread now, who waits, who
 is refused (see docs/deadlocks.md, "Admission").
 
-``AdmissionController`` replaces a fixed-size bulkhead with a fixed wait by three things:
+``AdmissionController`` replaces a fixed-size bulkhead with a fixed wait by three things
+(what it knows of the upstream, and the limit, are learnt by ``services.admission_model``):
 
 * **an adaptive concurrency limit** (the gradient rule of Netflix's concurrency-limits and
   Envoy's adaptive concurrency filter): each answered call's service time, smoothed, is
   compared with the no-load service time of its operation (the minimum of the last
   ``noload_window`` seconds); ``gradient = clamp((tolerance * noload + slack) / rtt, 0.5,
-  1)`` and
-  ``limit = limit * gradient + sqrt(limit)``, smoothed. While the upstream answers about as
+  1)`` and ``limit = limit * gradient + sqrt(limit)``, smoothed. While the upstream answers about as
   fast as unloaded, the limit grows (as far as the calls need: Little's law); once calls
   take ``tolerance`` times longer, it shrinks. A timeout or transport failure cuts it by
   ``backoff``. The limit never exceeds ``max_concurrency`` (the thread bound);
@@ -37,9 +37,11 @@ import enum
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
+
+from services.admission_model import AdmissionConfig, UpstreamModel
 
 __all__ = [
     "AdmissionConfig",
@@ -70,69 +72,6 @@ class Shed(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class AdmissionConfig:
-    max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
-    initial_limit: int = 16
-    min_limit: int = 16
-    # How much slower than unloaded a call may get before the limit shrinks (jitter on a
-    # shared machine or network stays below it; an upstream queue soon passes it).
-    tolerance: float = 2.0
-    # ...plus this much in absolute terms: a few milliseconds more on a fast upstream (a
-    # busy machine, the GIL) is not congestion worth throttling for.
-    latency_slack: float = 0.05
-    smoothing: float = 0.2  # weight of a newly computed limit
-    backoff: float = 0.9  # limit multiplier on a timeout or transport failure
-    ewma_weight: float = 0.2  # weight of a new service-time sample
-    noload_window: float = 30.0  # seconds a no-load (minimum) service time is remembered
-    # A limit is only known good while it is used (TCP's congestion window validation,
-    # RFC 2861): after this long with under half of it in use, it halves for every such
-    # spell, down to where it started, so a burst after a quiet spell is not sent whole on
-    # a limit that an earlier load earned; while it is used, it never decays.
-    idle_half_life: float = 1.0
-    control_reserve: float = 0.1  # share of the limit only CONTROL calls may use on top
-    max_queue: int = 4096  # memory bound on waiting calls (far above any useful queue)
-    tick: float = 0.05  # how often a non-empty queue is re-checked against deadlines
-    codel_target: float = 0.05  # a queueing time every call of an interval exceeds...
-    codel_interval: float = 0.5  # ...for this long means a standing queue: serve LIFO
-    # How far past its deadline a queued call must be predicted to end to be refused: on
-    # arrival (the estimate may be from an earlier burst), and on a re-check (fresh).
-    arrival_margin: float = 0.5
-    shed_margin: float = 0.1
-    gap_samples: int = 32  # intervals between answers under load behind the throughput
-    # Fewer intervals than this say little (a pool of bcrypt threads answers in clumps: two
-    # or three intervals may hold one long pause and nothing else), so until then the
-    # throughput is modelled from the service time instead (Little's law).
-    min_gap_samples: int = 16
-
-
-class _WindowMin:
-    """The minimum of the samples of the last one to two ``window`` seconds."""
-
-    __slots__ = ("_current", "_previous", "_started", "_window")
-
-    def __init__(self, window: float) -> None:
-        self._window = window
-        self._current = math.inf
-        self._previous = math.inf
-        self._started = -math.inf
-
-    def add(self, value: float, now: float) -> None:
-        if now - self._started >= self._window:
-            self._previous, self._current, self._started = self._current, math.inf, now
-        self._current = min(self._current, value)
-
-    def value(self) -> float:
-        return min(self._current, self._previous)
-
-
-@dataclass
-class _OperationStats:
-    ewma: float = 0.0  # smoothed service time: predictions and the limit's gradient
-    samples: int = 0
-    noload: _WindowMin = field(default_factory=lambda: _WindowMin(30.0))
 
 
 @dataclass(eq=False)
@@ -170,9 +109,6 @@ class AdmissionController:
         self.config = config
         self._clock = clock
         self._on_shed = on_shed
-        self._limit = self._start = float(
-            min(max(config.initial_limit, config.min_limit), config.max_concurrency)
-        )
         self.in_flight = 0
         # Slot-seconds held so far (the integral of in_flight over time): a call's mean
         # concurrency over its life is the growth of this over its duration.
@@ -182,15 +118,7 @@ class AdmissionController:
             Priority.CONTROL: collections.deque(),
             Priority.NORMAL: collections.deque(),
         }
-        self._ops: dict[str, _OperationStats] = {}
-        self._ewma = 0.0  # service time over every operation
-        self._per_slot = 0.0  # service time over its mean concurrency: the modelled gap
-        self._progress_at = clock()  # last answered call, or the last start from idle
-        self._used_at = clock()  # the last moment at least half of the limit was in use
-        # Intervals between answered calls while calls waited (the upstream's throughput
-        # when it is what binds), and when the last such answer came.
-        self._gaps: collections.deque[float] = collections.deque(maxlen=config.gap_samples)
-        self._last_answer_under_load: float | None = None
+        self.model = UpstreamModel(config, clock())
         self._timer: asyncio.TimerHandle | None = None
         self._interval_started = clock()
         self._interval_min = math.inf
@@ -201,7 +129,7 @@ class AdmissionController:
 
     @property
     def limit(self) -> int:
-        return int(self._limit)
+        return int(self.model.limit)
 
     @property
     def queued(self) -> int:
@@ -212,12 +140,7 @@ class AdmissionController:
 
     def service_estimate(self, operation: str | None = None) -> float:
         """Predicted service time (seconds) of ``operation`` (or of any call) right now."""
-        base = self._ewma
-        if operation is not None:
-            stats = self._ops.get(operation)
-            if stats is not None and stats.samples:
-                base = stats.ewma
-        return max(base, self._silence())
+        return self.model.estimate(operation, self._clock(), self.in_flight)
 
     # -- admission --------------------------------------------------------------------
 
@@ -252,7 +175,7 @@ class AdmissionController:
         self._arm_timer(loop)
         try:
             # The hard bound: past this point even an idle upstream could not make it.
-            noload = self._noload(operation)
+            noload = self.model.noload(operation)
             with anyio.fail_after(max(0.0, deadline - noload - self._clock())):
                 await waiter.future
         except BaseException as exc:
@@ -289,9 +212,16 @@ class AdmissionController:
         concurrency = (occupancy - ticket.occupancy) / held if held > 0 else self.in_flight
         self.in_flight -= 1
         if ticket.started and outcome is Outcome.ANSWERED:
-            self._learn(ticket.operation, now - ticket.started, now, max(1.0, concurrency))
+            self.model.learn(
+                ticket.operation,
+                now - ticket.started,
+                now,
+                concurrency=max(1.0, concurrency),
+                in_flight=self.in_flight,
+                queued=bool(self.queued),
+            )
         elif ticket.started and outcome is Outcome.OVERLOAD:
-            self._limit = max(float(self.config.min_limit), self._limit * self.config.backoff)
+            self.model.back_off()
         self._dispatch()
 
     def close(self) -> None:
@@ -304,7 +234,7 @@ class AdmissionController:
     def _capacity(self, priority: Priority) -> int:
         limit = self.limit
         if priority is Priority.CONTROL:
-            limit += max(1, math.ceil(self._limit * self.config.control_reserve))
+            limit += max(1, math.ceil(self.model.limit * self.config.control_reserve))
         return min(limit, self.config.max_concurrency)
 
     def _overcommitted(self, operation: str, deadline: float, now: float) -> bool:
@@ -315,10 +245,10 @@ class AdmissionController:
         upstream work taken from a call that could finish. Judged only by an observed
         throughput, and by the faster of it and the per-slot time of the latest answers
         (fresh however long ago calls last queued)."""
-        if not self._observed() or not self.in_flight:
+        if not self.model.observed() or not self.in_flight:
             return False
-        gap = min(self._gap(), self._per_slot or math.inf)
-        return now + self._service(operation, gap, self.in_flight + 1) > deadline
+        gap = min(self.model.gap(), self.model.per_slot or math.inf)
+        return now + self.model.service(operation, gap, self.in_flight + 1) > deadline
 
     def _can_start(self, priority: Priority) -> bool:
         return self.in_flight < self._capacity(priority)
@@ -333,46 +263,6 @@ class AdmissionController:
             return higher
         return higher + len(self._queues[priority])
 
-    def _silence(self) -> float:
-        """Seconds since the upstream last answered while calls were outstanding: a lower
-        bound of what the calls in flight are taking now (0 while slots are free)."""
-        if self.in_flight < self.limit:
-            return 0.0
-        return max(0.0, self._clock() - self._progress_at)
-
-    def _noload(self, operation: str) -> float:
-        stats = self._ops.get(operation)
-        if stats is None:
-            return 0.0
-        value = stats.noload.value()
-        return 0.0 if math.isinf(value) else value
-
-    def _observed(self) -> bool:
-        return len(self._gaps) >= self.config.min_gap_samples
-
-    def _gap(self) -> float:
-        """Seconds between two calls coming back while calls wait: observed (the mean of
-        the last intervals between answers under load, which holds whatever the limit and
-        however the answers clump), or modelled from service time over the limit (Little's
-        law) until there are enough such observations to trust."""
-        # Until then, the faster of two models (a refusal is final; a wait that proves
-        # too long still ends at the deadline): the smoothed service time over the limit
-        # (Little's law at full concurrency: right for a latency-bound upstream, which
-        # serves more at once at the same speed, but after a busier burst it carries
-        # that burst's long service times over), and each answer's service time over the
-        # mean number in flight with it (a CPU-bound upstream serves calls one ``gap``
-        # apart whatever their number; learnt from a lone call it would say a
-        # latency-bound upstream serves one call at a time). No silence here: before any
-        # answer the queue is judged by its head alone (a burst's first answers may all
-        # come at once, after a while).
-        model = min(self._per_slot or math.inf, self._ewma / max(1, self.limit))
-        if not self._gaps:
-            return model
-        observed = sum(self._gaps) / len(self._gaps)
-        # A few intervals may be all pause (answers clump) or all clump: trusted once
-        # there are enough, and only when they say the queue moves faster before that.
-        return observed if self._observed() else min(model, observed)
-
     @staticmethod
     def _hopeless(predicted: float, deadline: float, now: float, margin: float) -> bool:
         """The prediction is a mean: a call is refused only when it overshoots the time
@@ -384,49 +274,21 @@ class AdmissionController:
         """When a call with ``ahead`` calls before it would be over: it starts after
         ``ahead + 1`` calls complete (and, once the limit has just shrunk, after the calls in
         flight above it), at the current throughput, then takes its own time."""
-        gap = self._gap()
+        gap = self.model.gap()
         starts_after = ahead + 1 + max(0, self.in_flight - self.limit)
-        service = max(self._service(operation, gap, self.limit), self._silence())
+        service = max(
+            self.model.service(operation, gap, self.limit), self.model.silence(now, self.in_flight)
+        )
         return now + starts_after * gap + service
-
-    def _service(self, operation: str, gap: float, concurrency: int) -> float:
-        """The service time of a call sent with ``concurrency`` calls in flight (itself
-        included). Little's law: with one answer every ``gap`` seconds, it takes
-        ``concurrency * gap``, for a CPU-bound upstream (bcrypt shares its cores, so a call
-        takes as long as the number in flight makes it) and a latency-bound one alike. The
-        smoothed service time alone is wrong whenever it was learnt at another
-        concurrency: too short once the limit has grown (the call would end in a 504), too
-        long after a busier burst. Bounded below by the operation's no-load time; while
-        the throughput is only modelled, above by the smoothed time too (a latency-bound
-        upstream's calls do not get faster when fewer are in flight)."""
-        estimate = max(self._noload(operation), concurrency * gap)
-        return estimate if self._observed() else min(self._smoothed(operation), estimate)
-
-    def _smoothed(self, operation: str) -> float:
-        stats = self._ops.get(operation)
-        if stats is not None and stats.samples:
-            return stats.ewma
-        return self._ewma
 
     def _take_slot(self, now: float) -> float:
         """One more call in flight from ``now``; the slot-seconds integral at that moment."""
         if self.in_flight == 0:
-            self._progress_at = now
-        self._validate(now)
+            self.model.started_from_idle(now)
+        self.model.validate(now, self.in_flight)
         occupancy = self._advance(now)
         self.in_flight += 1
         return occupancy
-
-    def _validate(self, now: float) -> None:
-        """Decay a limit left unused (see ``idle_half_life``)."""
-        if self.in_flight * 2 >= self._limit:
-            self._used_at = now
-            return
-        idle = now - self._used_at
-        if idle >= self.config.idle_half_life and self._limit > self._start:
-            decayed = self._limit * 0.5 ** (idle / self.config.idle_half_life)
-            self._limit = max(self._start, decayed, 2.0 * self.in_flight)
-            self._used_at = now
 
     def _advance(self, now: float) -> float:
         """The slot-seconds integral up to ``now`` (call before ``in_flight`` changes)."""
@@ -434,44 +296,9 @@ class AdmissionController:
         self._occupancy_at = now
         return self._occupancy
 
-    def _learn(self, operation: str, rtt: float, now: float, concurrency: float) -> None:
-        self._progress_at = now
-        if self.queued:
-            if self._last_answer_under_load is not None:
-                self._gaps.append(now - self._last_answer_under_load)
-            self._last_answer_under_load = now
-        else:
-            self._last_answer_under_load = None
-        stats = self._ops.get(operation)
-        if stats is None:
-            stats = self._ops[operation] = _OperationStats(
-                noload=_WindowMin(self.config.noload_window)
-            )
-        weight = self.config.ewma_weight
-        stats.ewma = rtt if not stats.samples else (1 - weight) * stats.ewma + weight * rtt
-        stats.samples += 1
-        self._ewma = rtt if self._ewma == 0 else (1 - weight) * self._ewma + weight * rtt
-        slot = rtt / concurrency
-        self._per_slot = (
-            slot if self._per_slot == 0 else (1 - weight) * self._per_slot + weight * slot
-        )
-        stats.noload.add(rtt, now)
-        noload = stats.noload.value()
-        if stats.ewma <= 0 or math.isinf(noload):
-            return
-        limit = self._limit
-        allowed = self.config.tolerance * noload + self.config.latency_slack
-        gradient = min(1.0, max(0.5, allowed / stats.ewma))
-        target = limit * gradient + math.sqrt(limit)
-        if self.in_flight * 2 < limit:
-            target = min(target, limit)  # grow only when the limit is what binds
-        smoothing = self.config.smoothing
-        limit = (1 - smoothing) * limit + smoothing * target
-        self._limit = min(float(self.config.max_concurrency), max(self.config.min_limit, limit))
-
     def _dispatch(self) -> None:
         now = self._clock()
-        gap = self._gap()
+        gap = self.model.gap()
         for priority in (Priority.CONTROL, Priority.NORMAL):
             queue = self._queues[priority]
             while queue and self._can_start(priority):
@@ -479,7 +306,7 @@ class AdmissionController:
                 waiter = queue.pop() if lifo else queue.popleft()
                 if waiter.future.done():
                     continue
-                service = self._service(waiter.operation, gap, self.in_flight + 1)
+                service = self.model.service(waiter.operation, gap, self.in_flight + 1)
                 if now + service > waiter.deadline:
                     # Too late to finish: sent now, it would take an upstream slot (and
                     # its CPU) from a call that can, and end in a 504 anyway.

@@ -1,0 +1,236 @@
+"""What admission knows of the upstream (see docs/deadlocks.md, "Admission"): how long its
+calls take, how fast it gets through them, and the concurrency limit that follows.
+
+``UpstreamModel`` learns from every answered call (``learn``) and answers the questions the
+controller (``services.admission``) decides by: the no-load and smoothed service time of an
+operation, the interval between answers under load (the throughput), the service time of a
+call sent at a given concurrency, and how long the upstream has been silent. The limit is
+the gradient rule of Netflix's concurrency-limits and Envoy's adaptive concurrency filter:
+``gradient = clamp((tolerance * noload + slack) / rtt, 0.5, 1)`` and
+``limit = limit * gradient + sqrt(limit)``, smoothed; a timeout or transport failure cuts it
+by ``backoff``; a limit left unused decays back to where it started.
+
+Like the controller, it lives on the event loop only.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["AdmissionConfig", "UpstreamModel"]
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    max_concurrency: int = 128  # the thread bound: calls in flight, abandoned ones included
+    initial_limit: int = 16
+    min_limit: int = 16
+    # How much slower than unloaded a call may get before the limit shrinks (jitter on a
+    # shared machine or network stays below it; an upstream queue soon passes it).
+    tolerance: float = 2.0
+    # ...plus this much in absolute terms: a few milliseconds more on a fast upstream (a
+    # busy machine, the GIL) is not congestion worth throttling for.
+    latency_slack: float = 0.05
+    smoothing: float = 0.2  # weight of a newly computed limit
+    backoff: float = 0.9  # limit multiplier on a timeout or transport failure
+    ewma_weight: float = 0.2  # weight of a new service-time sample
+    noload_window: float = 30.0  # seconds a no-load (minimum) service time is remembered
+    # A limit is only known good while it is used (TCP's congestion window validation,
+    # RFC 2861): after this long with under half of it in use, it halves for every such
+    # spell, down to where it started, so a burst after a quiet spell is not sent whole on
+    # a limit that an earlier load earned; while it is used, it never decays.
+    idle_half_life: float = 1.0
+    control_reserve: float = 0.1  # share of the limit only CONTROL calls may use on top
+    max_queue: int = 4096  # memory bound on waiting calls (far above any useful queue)
+    tick: float = 0.05  # how often a non-empty queue is re-checked against deadlines
+    codel_target: float = 0.05  # a queueing time every call of an interval exceeds...
+    codel_interval: float = 0.5  # ...for this long means a standing queue: serve LIFO
+    # How far past its deadline a queued call must be predicted to end to be refused: on
+    # arrival (the estimate may be from an earlier burst), and on a re-check (fresh).
+    arrival_margin: float = 0.5
+    shed_margin: float = 0.1
+    gap_samples: int = 32  # intervals between answers under load behind the throughput
+    # Fewer intervals than this say little (a pool of bcrypt threads answers in clumps: two
+    # or three intervals may hold one long pause and nothing else), so until then the
+    # throughput is modelled from the service time instead (Little's law).
+    min_gap_samples: int = 16
+
+
+class _WindowMin:
+    """The minimum of the samples of the last one to two ``window`` seconds."""
+
+    __slots__ = ("_current", "_previous", "_started", "_window")
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._current = math.inf
+        self._previous = math.inf
+        self._started = -math.inf
+
+    def add(self, value: float, now: float) -> None:
+        if now - self._started >= self._window:
+            self._previous, self._current, self._started = self._current, math.inf, now
+        self._current = min(self._current, value)
+
+    def value(self) -> float:
+        return min(self._current, self._previous)
+
+
+@dataclass
+class _OperationStats:
+    ewma: float = 0.0  # smoothed service time: predictions and the limit's gradient
+    samples: int = 0
+    noload: _WindowMin = field(default_factory=lambda: _WindowMin(30.0))
+
+
+class UpstreamModel:
+    def __init__(self, config: AdmissionConfig, now: float) -> None:
+        self.config = config
+        self.start = float(min(max(config.initial_limit, config.min_limit), config.max_concurrency))
+        self.limit = self.start
+        self._ops: dict[str, _OperationStats] = {}
+        self.ewma = 0.0  # service time over every operation
+        self.per_slot = 0.0  # service time over its mean concurrency: the modelled gap
+        self.progress_at = now  # last answered call, or the last start from idle
+        self._used_at = now  # the last moment at least half of the limit was in use
+        # Intervals between answered calls while calls waited (the upstream's throughput
+        # when it is what binds), and when the last such answer came.
+        self._gaps: collections.deque[float] = collections.deque(maxlen=config.gap_samples)
+        self._last_answer_under_load: float | None = None
+
+    # -- what the controller asks -----------------------------------------------------
+
+    def estimate(self, operation: str | None, now: float, in_flight: int) -> float:
+        """Predicted service time (seconds) of ``operation`` (or of any call) right now."""
+        base = self.ewma
+        if operation is not None:
+            stats = self._ops.get(operation)
+            if stats is not None and stats.samples:
+                base = stats.ewma
+        return max(base, self.silence(now, in_flight))
+
+    def silence(self, now: float, in_flight: int) -> float:
+        """Seconds since the upstream last answered while calls were outstanding: a lower
+        bound of what the calls in flight are taking now (0 while slots are free)."""
+        if in_flight < int(self.limit):
+            return 0.0
+        return max(0.0, now - self.progress_at)
+
+    def noload(self, operation: str) -> float:
+        stats = self._ops.get(operation)
+        if stats is None:
+            return 0.0
+        value = stats.noload.value()
+        return 0.0 if math.isinf(value) else value
+
+    def observed(self) -> bool:
+        return len(self._gaps) >= self.config.min_gap_samples
+
+    def gap(self) -> float:
+        """Seconds between two calls coming back while calls wait: observed (the mean of
+        the last intervals between answers under load, which holds whatever the limit and
+        however the answers clump), or modelled from service time over the limit (Little's
+        law) until there are enough such observations to trust."""
+        # Until then, the faster of two models (a refusal is final; a wait that proves
+        # too long still ends at the deadline): the smoothed service time over the limit
+        # (Little's law at full concurrency: right for a latency-bound upstream, which
+        # serves more at once at the same speed, but after a busier burst it carries
+        # that burst's long service times over), and each answer's service time over the
+        # mean number in flight with it (a CPU-bound upstream serves calls one ``gap``
+        # apart whatever their number; learnt from a lone call it would say a
+        # latency-bound upstream serves one call at a time). No silence here: before any
+        # answer the queue is judged by its head alone (a burst's first answers may all
+        # come at once, after a while).
+        model = min(self.per_slot or math.inf, self.ewma / max(1, int(self.limit)))
+        if not self._gaps:
+            return model
+        observed = sum(self._gaps) / len(self._gaps)
+        # A few intervals may be all pause (answers clump) or all clump: trusted once
+        # there are enough, and only when they say the queue moves faster before that.
+        return observed if self.observed() else min(model, observed)
+
+    def service(self, operation: str, gap: float, concurrency: int) -> float:
+        """The service time of a call sent with ``concurrency`` calls in flight (itself
+        included). Little's law: with one answer every ``gap`` seconds, it takes
+        ``concurrency * gap``, for a CPU-bound upstream (bcrypt shares its cores, so a call
+        takes as long as the number in flight makes it) and a latency-bound one alike. The
+        smoothed service time alone is wrong whenever it was learnt at another
+        concurrency: too short once the limit has grown (the call would end in a 504), too
+        long after a busier burst. Bounded below by the operation's no-load time; while
+        the throughput is only modelled, above by the smoothed time too (a latency-bound
+        upstream's calls do not get faster when fewer are in flight)."""
+        estimate = max(self.noload(operation), concurrency * gap)
+        return estimate if self.observed() else min(self.smoothed(operation), estimate)
+
+    def smoothed(self, operation: str) -> float:
+        stats = self._ops.get(operation)
+        if stats is not None and stats.samples:
+            return stats.ewma
+        return self.ewma
+
+    # -- what the controller tells it -------------------------------------------------
+
+    def started_from_idle(self, now: float) -> None:
+        """A call was sent with none in flight: the silence counts from now."""
+        self.progress_at = now
+
+    def validate(self, now: float, in_flight: int) -> None:
+        """Decay a limit left unused (see ``AdmissionConfig.idle_half_life``)."""
+        if in_flight * 2 >= self.limit:
+            self._used_at = now
+            return
+        idle = now - self._used_at
+        if idle >= self.config.idle_half_life and self.limit > self.start:
+            decayed = self.limit * 0.5 ** (idle / self.config.idle_half_life)
+            self.limit = max(self.start, decayed, 2.0 * in_flight)
+            self._used_at = now
+
+    def back_off(self) -> None:
+        """A timeout or transport failure: fewer calls at once."""
+        self.limit = max(float(self.config.min_limit), self.limit * self.config.backoff)
+
+    def learn(
+        self,
+        operation: str,
+        rtt: float,
+        now: float,
+        *,
+        concurrency: float,
+        in_flight: int,
+        queued: bool,
+    ) -> None:
+        """An answered call: ``rtt`` seconds of service at a mean ``concurrency``, with
+        ``in_flight`` calls still out and calls ``queued`` or not."""
+        self.progress_at = now
+        if queued:
+            if self._last_answer_under_load is not None:
+                self._gaps.append(now - self._last_answer_under_load)
+            self._last_answer_under_load = now
+        else:
+            self._last_answer_under_load = None
+        stats = self._ops.get(operation)
+        if stats is None:
+            stats = self._ops[operation] = _OperationStats(
+                noload=_WindowMin(self.config.noload_window)
+            )
+        weight = self.config.ewma_weight
+        stats.ewma = rtt if not stats.samples else (1 - weight) * stats.ewma + weight * rtt
+        stats.samples += 1
+        self.ewma = rtt if self.ewma == 0 else (1 - weight) * self.ewma + weight * rtt
+        slot = rtt / concurrency
+        self.per_slot = slot if self.per_slot == 0 else (1 - weight) * self.per_slot + weight * slot
+        stats.noload.add(rtt, now)
+        noload = stats.noload.value()
+        if stats.ewma <= 0 or math.isinf(noload):
+            return
+        limit = self.limit
+        allowed = self.config.tolerance * noload + self.config.latency_slack
+        gradient = min(1.0, max(0.5, allowed / stats.ewma))
+        target = limit * gradient + math.sqrt(limit)
+        if in_flight * 2 < limit:
+            target = min(target, limit)  # grow only when the limit is what binds
+        smoothing = self.config.smoothing
+        limit = (1 - smoothing) * limit + smoothing * target
+        self.limit = min(float(self.config.max_concurrency), max(self.config.min_limit, limit))
