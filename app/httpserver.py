@@ -56,8 +56,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_open = False
         self._head_bytes = 0  # bytes received while the current head is incomplete
         self._head_refused = False
-        # At most this many bytes can be the head that completes in the chunk being parsed
-        # (what came before it while the head was open, plus the chunk).
+        # At most this many bytes can be the head that completes in the chunk being parsed.
         self._head_bound = 0
 
     def data_received(self, data: bytes) -> None:
@@ -69,7 +68,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_header_bytes:
                 self._refuse()
                 return
-        self._head_bound = self._head_bytes + len(data)
+        # A head continued here was counted in ``_head_bytes`` above; one that begins
+        # here is at most this chunk.
+        self._head_bound = self._head_bytes if continued else len(data)
         super().data_received(data)
         if not continued and self._head_open and not self._head_refused:
             # A head began in this chunk and is still incomplete.

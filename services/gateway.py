@@ -26,7 +26,7 @@ from services.account_gateway import AccountOperations
 from services.admission import Priority
 from services.breaker import UNKNOWN_CALLER, Caller
 from services.thread_clients import ThreadClients
-from services.upstream_call import GuardedCalls
+from services.upstream_call import GatewayConfig, GuardedCalls
 from services.upstream_errors import BadListing, is_transient_key_error
 from services.upstream_http import build_client, install_trace_hooks, upstream_tls_context
 from services.upstream_session import AuthSession, session_of, user_dict
@@ -43,28 +43,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("services.gateway")
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    url: str
-    anon_key: str
-    service_role_key: str
-    # The thread bound (and HTTP connections): calls in flight, abandoned ones included.
-    pool_size: int = 128
-    # The whole budget of a call, queueing included.
-    deadline: float = 5.0
-    connect_timeout: float = 1.5
-    # None: every read may take the time left of the deadline (never less).
-    read_timeout: float | None = None
-    max_attempts: int = 3
-    breaker_failure_threshold: int = 5
-    breaker_open_seconds: float = 10.0
-    # Caller-dependent failures open the breaker only from this many distinct addresses
-    # and accounts (services.breaker).
-    breaker_min_callers: int = 3
-    initial_limit: int = 16
-    min_limit: int = 16
 
 
 def build_http_client(config: GatewayConfig, *, connections: int | None = None) -> httpx.Client:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -69,12 +70,31 @@ from services.upstream_errors import (
 )
 from services.upstream_http import DEADLINE, TRACE, Trace, UpstreamDeadline
 
-if TYPE_CHECKING:
-    from services.gateway import GatewayConfig
-
 T = TypeVar("T")
 # The gateway's logger: its events keep the name they are known by.
 log = structlog.get_logger("services.gateway")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    url: str
+    anon_key: str
+    service_role_key: str
+    # The thread bound (and HTTP connections): calls in flight, abandoned ones included.
+    pool_size: int = 128
+    # The whole budget of a call, queueing included.
+    deadline: float = 5.0
+    connect_timeout: float = 1.5
+    # None: every read may take the time left of the deadline (never less).
+    read_timeout: float | None = None
+    max_attempts: int = 3
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 10.0
+    # Caller-dependent failures open the breaker only from this many distinct addresses
+    # and accounts (services.breaker).
+    breaker_min_callers: int = 3
+    initial_limit: int = 16
+    min_limit: int = 16
 
 
 class GuardedCalls:
