@@ -16,11 +16,16 @@ both alike:
   admission's own decisions.
 * **latency** (localauth at cost 4 behind ``tests.support.faultproxy`` in latency mode,
   200 ms per request): 100 closed-loop clients for ``--seconds`` each side, the upstream
-  alone (through the same proxy) and through the app. Reported: logins/s and 503s.
+  alone (through the same proxy) and through the app. Reported: logins/s and 503s. The
+  app gets a core of its own and localauth, the proxy and the load generator share the
+  other (as in a deployment, where the app runs on its own instance): on two shared cores
+  the three others already use both cores at the upstream's rate, so the app's own CPU
+  would be what the ratio measured, not what admission lets through. ``--shared-cores``
+  measures that too, and the CPU per login of every part is printed either way.
 
 Every client has its own connection, opened (and used once) before the clock starts, so
-connecting costs neither side. The load generator is one asyncio process sharing the two
-cores with localauth, the app and Redis; it does the same work for both sides.
+connecting costs neither side. The load generator is one asyncio process (the fault proxy
+runs in it); it does the same work for both sides.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -49,6 +55,7 @@ PASSWORD = "Bench-password-1"
 # Printed as the last line (JSON) for scripts/bench_report's plot: app served / upstream
 # served per burst size, over its rounds, and the latency mode's throughput ratio.
 SUMMARY: dict[str, float] = {}
+TRACE = False  # --trace
 DEADLINE = 5.0
 
 
@@ -69,6 +76,7 @@ class Burst:
     wall: float = 0.0  # seconds from the gate to the last answer
     machine: float = 0.0  # CPU seconds the whole machine was busy meanwhile
     admission: str = ""  # the app's limit, slots in use and queue over the burst
+    trace: str = ""  # with --trace: when each answer came, and why each refusal was made
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,6 +115,23 @@ def split_cores(upstream_pid: int, app_pid: int) -> str:
     return (
         f"cores: localauth on CPU {cpus[0]}, the app and the load generator on CPU "
         f"{','.join(map(str, sorted(rest)))} (Redis unpinned)"
+    )
+
+
+def app_core(upstream_pid: int, app_pid: int) -> str:
+    """The latency mode's split: the app on a core of its own, everything else (localauth,
+    the fault proxy and the load generator, which do the same work for both sides) on the
+    others. Returns how the cores were split."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return f"cores: {len(cpus)}, shared by everything"
+    ours, rest = {cpus[-1]}, set(cpus[:-1])
+    pin(app_pid, ours)
+    pin(upstream_pid, rest)
+    pin(os.getpid(), rest)  # the fault proxy's thread as well as this one
+    return (
+        f"cores: the app on CPU {cpus[-1]}; localauth, the proxy and the load generator on "
+        f"CPU {','.join(map(str, sorted(rest)))} (Redis unpinned)"
     )
 
 
@@ -244,6 +269,7 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
     pool = await clients(len(emails), side)
     gate = asyncio.Event()
     results: list[tuple[int, float]] = []
+    why: list[tuple[float, int, str]] = []
 
     async def one(client: httpx.AsyncClient, email: str) -> None:
         await gate.wait()
@@ -254,8 +280,11 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
             )
             status = response.status_code
         except httpx.HTTPError:
-            status = 0
-        results.append((status, time.monotonic() - started))
+            status, response = 0, None
+        elapsed = time.monotonic() - started
+        results.append((status, elapsed))
+        if TRACE and response is not None and status != 200:
+            why.append((elapsed, status, refusal(response)))
 
     tasks = [asyncio.create_task(one(c, e)) for c, e in zip(pool, emails, strict=True)]
     await asyncio.sleep(0.05)
@@ -275,9 +304,52 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
         await client.aclose()
     in_time = [elapsed for status, elapsed in results if status == 200 and elapsed <= DEADLINE]
     statuses = Counter(s for s, _ in results)
+    trace = timeline(results, why) if TRACE else ""
     return Burst(
-        len(in_time), max(in_time, default=0.0), statuses, cpu, app_cpu, wall, machine, admission
+        len(in_time),
+        max(in_time, default=0.0),
+        statuses,
+        cpu,
+        app_cpu,
+        wall,
+        machine,
+        admission,
+        trace,
     )
+
+
+def refusal(response: httpx.Response) -> str:
+    """The refusal's reason without its numbers (the `debug` field, outside production)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "(not JSON)"
+    text = str(body.get("debug") or body.get("code") or "")
+    return text[:300]
+
+
+def timeline(results: list[tuple[int, float]], why: list[tuple[float, int, str]]) -> str:
+    """Answers served and refused per half second of the burst, and each refusal's reason."""
+    lines = []
+    buckets: dict[int, Counter[int]] = {}
+    for status, elapsed in results:
+        buckets.setdefault(int(elapsed * 2), Counter())[status] += 1
+    for bucket in sorted(buckets):
+        counts = ", ".join(f"{s}: {n}" for s, n in sorted(buckets[bucket].items()))
+        lines.append(f"             {bucket / 2:4.1f}s  {counts}")
+    # Grouped by the reason's words (its numbers differ every time): how many, when, and
+    # the first and last of them in full.
+    reasons: dict[str, list[tuple[float, str]]] = {}
+    for elapsed, status, reason in sorted(why):
+        key = f"{status} {re.sub(r'[0-9.]+', '#', reason)[:60]}"
+        reasons.setdefault(key, []).append((elapsed, reason))
+    for key, seen in sorted(reasons.items(), key=lambda item: item[1][0][0]):
+        (first, text), (last, final) = seen[0], seen[-1]
+        lines.append(f"             {len(seen):3d} x {key[:3]} ({first:.2f}-{last:.2f}s)")
+        lines.append(f"                   first: {text}")
+        if len(seen) > 1:
+            lines.append(f"                   last:  {final}")
+    return "\n".join(lines)
 
 
 async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[float, Counter[int]]:
@@ -358,6 +430,8 @@ async def run_bursts(
                 f" / {1000 * ours.upstream_cpu / max(1, ours.served):.0f}, app "
                 f"{1000 * ours.app_cpu / max(1, ours.served):.1f}; {ours.admission}"
             )
+            if TRACE:
+                print(f"           upstream alone:\n{up.trace}\n           via app:\n{ours.trace}")
         SUMMARY[f"N={size}"] = round(totals[1] / max(1, totals[0]), 3)
     return ok
 
@@ -414,9 +488,17 @@ def main() -> None:
     parser.add_argument(
         "--shared-cores",
         action="store_true",
-        help="bursts: let localauth share every core with the app and the load generator",
+        help="let every process share every core (bursts: localauth gets one of its own; "
+        "latency: the app does)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="bursts: print when answers came and why each refusal was made",
     )
     args = parser.parse_args()
+    global TRACE
+    TRACE = args.trace
     sizes = [int(s) for s in args.sizes.split(",")]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs, load average {load} before the run (shared)")
@@ -453,9 +535,11 @@ def main() -> None:
                     app = start_app(stack, supabase, redis_url, proxy.url)
                     direct, through = sides(supabase, proxy.url, app)
                     pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
+                    print("cores: shared by everything" if args.shared_cores else app_core(*pids))
                     asyncio.run(run_latency(direct, through, emails, args.seconds, pids, proxy))
             finally:
                 stack.stop()
+                os.sched_setaffinity(0, every_core)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average {load} after the run")
     print(json.dumps({"served_ratio": SUMMARY}))

@@ -81,6 +81,7 @@ class _Waiter:
     deadline: float
     enqueued: float
     future: asyncio.Future[None]
+    expected: float = 0.0  # the service time predicted when its slot was granted
 
 
 @dataclass(eq=False)
@@ -94,6 +95,9 @@ class Ticket:
     started: float = 0.0  # when its thread began the work (0: never started)
     released: bool = False
     occupancy: float = 0.0  # the controller's slot-seconds integral when it was admitted
+    # The service time predicted when it was admitted (0: too little observed to say):
+    # what a timeout is judged against (services.upstream_call).
+    expected: float = 0.0
 
 
 class AdmissionController:
@@ -148,14 +152,17 @@ class AdmissionController:
         """A slot for a call that must be over by ``deadline`` (monotonic), or ``Shed``."""
         now = self._clock()
         if self._can_start(priority) and not self._waiting_before(priority):
-            if priority is not Priority.PROBE and self._overcommitted(operation, deadline, now):
+            expected = self._expected(operation)
+            if priority is not Priority.PROBE and self._too_late(expected, deadline, now):
                 raise self._shed(
                     "deadline",
                     priority,
                     f"{self.in_flight} calls already in flight finish first; "
                     f"{max(0.0, deadline - now):.2f}s left is too little",
                 )
-            return Ticket(operation, priority, now, 0.0, occupancy=self._take_slot(now))
+            return Ticket(
+                operation, priority, now, 0.0, occupancy=self._take_slot(now), expected=expected
+            )
         if priority is Priority.PROBE:
             raise self._shed("busy", priority, "every upstream slot is busy; a probe never waits")
         if self.queued >= self.config.max_queue:
@@ -167,7 +174,7 @@ class AdmissionController:
                 "deadline",
                 priority,
                 f"predicted to finish {predicted - now:.2f}s from now, "
-                f"{max(0.0, deadline - now):.2f}s left ({ahead} calls ahead)",
+                f"{max(0.0, deadline - now):.2f}s left ({self._state(ahead)})",
             )
         loop = asyncio.get_running_loop()
         waiter = _Waiter(priority, operation, deadline, now, loop.create_future())
@@ -193,7 +200,14 @@ class AdmissionController:
                 raise self._shed("deadline", priority, "no slot came free in time") from None
             raise
         started = self._clock()
-        return Ticket(operation, priority, started, started - now, occupancy=self._advance(started))
+        return Ticket(
+            operation,
+            priority,
+            started,
+            started - now,
+            occupancy=self._advance(started),
+            expected=waiter.expected,
+        )
 
     def mark_started(self, ticket: Ticket) -> None:
         """Called from the worker thread as the work begins (one float store, on the
@@ -237,18 +251,16 @@ class AdmissionController:
             limit += max(1, math.ceil(self.model.limit * self.config.control_reserve))
         return min(limit, self.config.max_concurrency)
 
-    def _overcommitted(self, operation: str, deadline: float, now: float) -> bool:
-        """A free slot, but the calls already in flight cannot make way in time: on a
+    def _expected(self, operation: str) -> float:
+        """The service time of a call given a free slot now (0: too little observed). On a
         CPU-bound upstream (bcrypt) a call sent behind ``in_flight`` others ends about
-        ``in_flight + 1`` answers from now, and with the limit still high from a lighter
-        moment a burst would otherwise be sent whole and its tail end in 504s, each one
-        upstream work taken from a call that could finish. Judged only by an observed
-        throughput, and by the faster of it and the per-slot time of the latest answers
-        (fresh however long ago calls last queued)."""
+        ``in_flight + 1`` answers from now: with the limit still high from a lighter moment,
+        a burst sent whole would end its tail in 504s. Judged only by an observed pace, the
+        faster of it and the latest answers' per-slot time."""
         if not self.model.observed() or not self.in_flight:
-            return False
+            return 0.0
         gap = min(self.model.gap(), self.model.per_slot or math.inf)
-        return now + self.model.service(operation, gap, self.in_flight + 1) > deadline
+        return self.model.service(operation, gap, self.in_flight + 1)
 
     def _can_start(self, priority: Priority) -> bool:
         return self.in_flight < self._capacity(priority)
@@ -262,6 +274,10 @@ class AdmissionController:
         if priority is Priority.NORMAL and self.lifo:
             return higher
         return higher + len(self._queues[priority])
+
+    def _too_late(self, service: float, deadline: float, now: float) -> bool:
+        """Sent now, a call taking ``service`` would not end with the margin to spare."""
+        return now + service * (1 + self.config.dispatch_margin) > deadline
 
     @staticmethod
     def _hopeless(predicted: float, deadline: float, now: float, margin: float) -> bool:
@@ -307,7 +323,7 @@ class AdmissionController:
                 if waiter.future.done():
                     continue
                 service = self.model.service(waiter.operation, gap, self.in_flight + 1)
-                if now + service > waiter.deadline:
+                if self._too_late(service, waiter.deadline, now):
                     # Too late to finish: sent now, it would take an upstream slot (and
                     # its CPU) from a call that can, and end in a 504 anyway.
                     waiter.future.set_exception(
@@ -315,12 +331,14 @@ class AdmissionController:
                             "deadline",
                             priority,
                             f"a slot came free {max(0.0, waiter.deadline - now):.2f}s before "
-                            "the deadline, less than the call takes",
+                            f"the deadline, too little for the {service:.2f}s the call takes "
+                            f"({self._state(0)})",
                         )
                     )
                     continue
                 self._observe_sojourn(now - waiter.enqueued, now)
                 self._take_slot(now)
+                waiter.expected = service
                 waiter.future.set_result(None)
             if queue:
                 return  # a higher class still waits: lower ones do not jump it
@@ -351,26 +369,34 @@ class AdmissionController:
         for priority in (Priority.CONTROL, Priority.NORMAL):
             queue = self._queues[priority]
             order = reversed(queue) if priority is Priority.NORMAL and self.lifo else queue
-            doomed: list[_Waiter] = []
+            doomed: list[tuple[_Waiter, float, int]] = []
             for waiter in order:
                 predicted = self._predicted_finish(waiter.operation, ahead, now)
                 if self._hopeless(predicted, waiter.deadline, now, self.config.shed_margin):
-                    doomed.append(waiter)
+                    doomed.append((waiter, predicted, ahead))
                 else:
                     ahead += 1
-            for waiter in doomed:
+            for waiter, predicted, place in doomed:
                 self._remove(waiter)
                 if not waiter.future.done():
                     waiter.future.set_exception(
                         self._shed(
                             "deadline",
                             priority,
-                            f"the queue moves too slowly to finish in "
-                            f"{max(0.0, waiter.deadline - now):.2f}s",
+                            f"the queue moves too slowly: predicted to finish "
+                            f"{predicted - now:.2f}s from now, "
+                            f"{max(0.0, waiter.deadline - now):.2f}s left ({self._state(place)})",
                         )
                     )
         if self.queued:
             self._arm_timer(loop)
+
+    def _state(self, ahead: int) -> str:
+        """What a prediction was made from, for a refusal's detail."""
+        return (
+            f"{ahead} ahead, {self.in_flight} in flight, limit {self.limit}, "
+            f"an answer every {self.model.gap():.3f}s"
+        )
 
     def _shed(self, reason: str, priority: Priority, detail: str) -> Shed:
         self.shed_counts[reason] += 1

@@ -51,6 +51,12 @@ class AdmissionConfig:
     # arrival (the estimate may be from an earlier burst), and on a re-check (fresh).
     arrival_margin: float = 0.5
     shed_margin: float = 0.1
+    # Sending is the final decision, and it errs the other way: a call is sent only if it is
+    # predicted to end with this share of its service time to spare. The prediction is a
+    # mean, and a call sent that ends past its deadline is the worst outcome a burst can
+    # have: a 504 after the whole deadline, an upstream slot (and its CPU) taken from a
+    # call that could finish, and a timeout the breaker counts; refused, it is a 503 now.
+    dispatch_margin: float = 0.1
     gap_samples: int = 32  # intervals between answers under load behind the throughput
     # Fewer intervals than this say little (a pool of bcrypt threads answers in clumps: two
     # or three intervals may hold one long pause and nothing else), so until then the

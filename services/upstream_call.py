@@ -57,6 +57,7 @@ from services.admission import (
     Outcome,
     Priority,
     Shed,
+    Ticket,
 )
 from services.breaker import UNKNOWN_CALLER, BreakerState, Caller, CircuitBreaker
 from services.threads import IdleThreadReaper, ThreadSlot
@@ -73,6 +74,9 @@ from services.upstream_http import DEADLINE, TRACE, Trace, UpstreamDeadline
 T = TypeVar("T")
 # The gateway's logger: its events keep the name they are known by.
 log = structlog.get_logger("services.gateway")
+# A timeout is evidence against the upstream only for a call given at least this many
+# times the service time predicted for it (``_timeout_is_evidence``).
+TIMEOUT_EVIDENCE = 2.0
 
 
 @dataclass(frozen=True)
@@ -219,17 +223,24 @@ class GuardedCalls:
                 )
         except TimeoutError:
             slot.abandon()
-            self.breaker.record_failure(None if not trace.sent else caller)
+            if _timeout_is_evidence(ticket, deadline - margin):
+                self.breaker.record_failure(None if not trace.sent else caller)
+            else:
+                self.breaker.release_probe()
             log.warning("upstream_timeout", operation=operation, deadline=self.config.deadline)
             raise errors.DeadlineExceeded(
                 debug=f"no answer from {self.config.url} within {self.config.deadline}s"
             ) from None
         except AuthError as exc:
             mapped = self._map_error(operation, exc)
-            if is_upstream_failure(exc, mapped):
-                self.breaker.record_failure(evidence_caller(exc, caller))
-            else:
+            if not is_upstream_failure(exc, mapped):
                 self.breaker.record_success()
+            elif isinstance(mapped, errors.DeadlineExceeded) and not _timeout_is_evidence(
+                ticket, deadline - margin
+            ):
+                self.breaker.release_probe()
+            else:
+                self.breaker.record_failure(evidence_caller(exc, caller))
             raise mapped from exc
         except errors.AuthServiceError:
             self.breaker.release_probe()
@@ -337,6 +348,18 @@ class GuardedCalls:
             BreakerState.CLOSED: "upstream_breaker_closed",
         }[new]
         log.warning(event, previous=old.name.lower())
+
+
+def _timeout_is_evidence(ticket: Ticket, deadline: float) -> bool:
+    """Whether a call that ran out of time says something about the upstream's health. It
+    does when the call was given time to spare: at least ``TIMEOUT_EVIDENCE`` times the
+    service time admission predicted for it (or no prediction could be made). A call
+    admitted with less, at the end of a healthy burst (its slot came free late, and it
+    was predicted to just fit), timed out because the prediction was a mean: counting it
+    would let one burst of distinct users open the breaker for everyone. A hung upstream
+    still opens it: calls are sent into it on the pace it had, with their whole deadline."""
+    budget = deadline - ticket.admitted
+    return ticket.expected <= 0 or budget >= TIMEOUT_EVIDENCE * ticket.expected
 
 
 def _outcome_of(exc: BaseException, trace: Trace) -> Outcome:

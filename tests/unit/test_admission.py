@@ -269,10 +269,24 @@ async def test_enough_intervals_that_agree_are_trusted() -> None:
         group.cancel_scope.cancel()
 
 
-async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent() -> None:
-    """Calls take 1 s. One waits with 3 s left, another with 10 s; the only slot comes
-    free 2.5 s later. Sent then, the first would end in a 504 and spend an upstream slot
-    (and its CPU) that the second can use: it is refused, the second is served."""
+@pytest.mark.parametrize(
+    ("short", "fate"),
+    [
+        pytest.param(3.0, "deadline", id="0.5s-left"),
+        # The held call's 2.5 s brings the estimate to 1.3 s. Predicted to end 0.1 s
+        # inside its deadline is a mean, not a promise (a little host noise and it is a
+        # 504), so it is not sent either; with a tenth of its time to spare, it is.
+        pytest.param(3.9, "deadline", id="1.4s-left"),
+        pytest.param(4.0, "granted", id="1.5s-left"),
+    ],
+)
+async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent(
+    short: float, fate: str
+) -> None:
+    """Calls take 1 s. One waits with ``short`` seconds left, another with 10 s; the only
+    slot comes free 2.5 s later. Sent then with too little time to spare, the first would
+    end in a 504 and spend an upstream slot (and its CPU) that the second can use: it is
+    refused, the second is served."""
     admission, now = clocked(max_concurrency=1, initial_limit=1, min_limit=1)
     await answer_alone(admission, now, 1.0)
     held = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
@@ -287,14 +301,19 @@ async def test_a_call_whose_slot_comes_too_late_is_refused_not_sent() -> None:
             outcomes[name] = exc.reason
 
     async with anyio.create_task_group() as group:
-        group.start_soon(wait, "short", 3.0)
+        group.start_soon(wait, "short", short)
         await anyio.sleep(0.01)
         group.start_soon(wait, "long", 10.0)
         await anyio.sleep(0.01)
         assert admission.queued == 2
         now[0] += 2.5  # no re-check runs between this and the release
         admission.release(held, Outcome.ANSWERED)
-    assert outcomes == {"short": "deadline", "long": "granted"}
+        await anyio.sleep(0.01)
+        group.cancel_scope.cancel()  # the long one, if it still waits
+    if fate == "granted":
+        assert outcomes == {"short": "granted"}
+    else:
+        assert outcomes == {"short": fate, "long": "granted"}
     assert admission.in_flight == 1
 
 

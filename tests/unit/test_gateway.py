@@ -661,6 +661,35 @@ async def test_server_errors_from_one_address_do_not_open_the_breaker() -> None:
         gateway.close()
 
 
+@pytest.mark.parametrize(
+    ("predicted", "opens"),
+    [
+        pytest.param(None, True, id="given-time-to-spare"),
+        # Admitted late in a healthy burst: predicted to take 0.6 s of the 0.95 s left.
+        pytest.param(0.6, False, id="admitted-to-just-fit"),
+    ],
+)
+async def test_a_timeout_counts_against_the_upstream_only_with_time_to_spare(
+    predicted: float | None, opens: bool
+) -> None:
+    """Read timeouts met by three distinct callers. Given their whole deadline against a
+    pace of milliseconds, they are evidence of a sick upstream and open the breaker; sent
+    when admission predicted they would only just fit (the tail of a burst on a busy,
+    healthy upstream), they are a 504 each but say nothing of the upstream's health, and a
+    burst of distinct users cannot open the breaker for everyone with them."""
+    upstream = Upstream(httpx.ReadTimeout("slow"))
+    gateway = mock_gateway(upstream, breaker_failure_threshold=3, breaker_min_callers=3)
+    if predicted is not None:
+        gateway.admission._expected = lambda operation: predicted  # type: ignore[method-assign]
+    try:
+        for index in range(3):
+            with pytest.raises(errors.DeadlineExceeded):
+                await gateway.sign_in("someone@example.com", "pw", caller=caller(index))
+        assert (breaker_state(gateway) is BreakerState.OPEN) is opens
+    finally:
+        gateway.close()
+
+
 async def test_upstream_4xx_answers_never_open_the_breaker() -> None:
     """An answer about the request, even one this service does not map (a 503 to the
     client), from many distinct callers: the upstream is answering, the breaker stays
