@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout_seconds: float = Field(default=1.5, gt=0)
     # Unset: every socket read may take the time left of the deadline.
     upstream_read_timeout_seconds: float | None = Field(default=None, gt=0)
+    # An idle connection to Supabase is closed after this long, before the upstream's own
+    # idle timeout can close it under a request in transit (a 503 for a sign-in).
+    upstream_keepalive_seconds: float = Field(default=4.0, gt=0, le=300)
     upstream_max_attempts: int = Field(default=3, ge=1, le=10)
     upstream_initial_limit: int = Field(default=16, ge=1)
     upstream_min_limit: int = Field(default=16, ge=1)

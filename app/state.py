@@ -84,6 +84,7 @@ def build_gateway(settings: Settings) -> SupabaseGateway:
             deadline=settings.upstream_deadline_seconds,
             connect_timeout=settings.upstream_connect_timeout_seconds,
             read_timeout=settings.upstream_read_timeout_seconds,
+            keepalive=settings.upstream_keepalive_seconds,
             max_attempts=settings.upstream_max_attempts,
             breaker_failure_threshold=settings.breaker_failure_threshold,
             breaker_open_seconds=settings.breaker_open_seconds,

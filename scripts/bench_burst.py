@@ -364,6 +364,9 @@ async def closed_loop(side: Side, emails: list[str], seconds: float) -> tuple[fl
                     side.url, json={"email": email, "password": PASSWORD}, headers=side.headers
                 )
                 statuses[response.status_code] += 1
+                if TRACE and response.status_code != 200:
+                    took = time.monotonic() - started
+                    print(f"           {took:5.2f}s {response.status_code} {refusal(response)}")
             except httpx.HTTPError:
                 statuses[0] += 1
 
@@ -494,7 +497,7 @@ def main() -> None:
     parser.add_argument(
         "--trace",
         action="store_true",
-        help="bursts: print when answers came and why each refusal was made",
+        help="print when answers came (bursts) and why each refusal was made",
     )
     args = parser.parse_args()
     global TRACE

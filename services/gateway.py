@@ -52,6 +52,7 @@ def build_http_client(config: GatewayConfig, *, connections: int | None = None) 
         connections=connections or config.pool_size,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
+        keepalive=config.keepalive,
     )
 
 

@@ -91,6 +91,8 @@ class GatewayConfig:
     connect_timeout: float = 1.5
     # None: every read may take the time left of the deadline (never less).
     read_timeout: float | None = None
+    # Seconds an idle upstream connection is kept (services.upstream_http.build_client).
+    keepalive: float = 4.0
     max_attempts: int = 3
     breaker_failure_threshold: int = 5
     breaker_open_seconds: float = 10.0

@@ -192,13 +192,24 @@ def upstream_tls_context() -> ssl.SSLContext:
 
 
 def build_client(
-    *, connections: int, connect_timeout: float, read_timeout: float | None
+    *,
+    connections: int,
+    connect_timeout: float,
+    read_timeout: float | None,
+    keepalive: float = 4.0,
 ) -> httpx.Client:
-    """An upstream HTTP client: HTTP/1.1, a pool of ``connections``, deadline-bound sockets."""
+    """An upstream HTTP client: HTTP/1.1, a pool of ``connections``, deadline-bound sockets.
+
+    A connection idle for ``keepalive`` seconds is closed rather than reused. It must be
+    shorter than the upstream's own idle timeout, by more than a request's time in
+    transit: a server closes an idle connection without reading what is already on its
+    way, and the call fails with "Server disconnected without sending a response"
+    (a sign-in is never repeated, so that is a 503). 5 s is a common server default
+    (uvicorn, Node.js, localauth) and 60 s a common proxy one."""
     limits = httpx.Limits(
         max_connections=connections,
         max_keepalive_connections=connections,
-        keepalive_expiry=30.0,
+        keepalive_expiry=keepalive,
     )
     tls = upstream_tls_context()
     transport = httpx.HTTPTransport(limits=limits, http2=False, retries=0, verify=tls)

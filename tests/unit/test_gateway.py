@@ -449,6 +449,44 @@ async def test_healthy_proxy_path_works(localauth: LocalAuth, proxy: FaultProxy)
         gateway.close()
 
 
+@pytest.mark.parametrize(
+    ("keepalive", "second"),
+    [
+        pytest.param(None, errors.InvalidCredentials, id="default-expiry"),
+        # Control: kept past the upstream's own idle timeout, the connection is closed
+        # under the request in transit (a sign-in is never repeated).
+        pytest.param(30.0, errors.UpstreamUnavailable, id="kept-too-long"),
+    ],
+)
+@pytest.mark.timeout(30)
+async def test_an_idle_connection_is_not_reused_as_the_upstream_closes_it(
+    localauth: LocalAuth, proxy: FaultProxy, keepalive: float | None, second: type[Exception]
+) -> None:
+    """localauth (uvicorn) closes a connection idle for 5 s, and requests spend 0.3 s in
+    transit. A sign-in sent 4.8 s after the last one arrives after the close: on a
+    connection kept 30 s it fails with "Server disconnected without sending a response";
+    the default expiry (4 s) opens a fresh connection, and the sign-in is answered."""
+    proxy.set_mode(Mode.LATENCY, latency=0.3)
+    extra = {} if keepalive is None else {"keepalive": keepalive}
+    gateway = SupabaseGateway(
+        config(
+            url=proxy.url + "/auth/v1",
+            anon_key=localauth.anon_key,
+            service_role_key=localauth.service_role_key,
+            deadline=3.0,
+            **extra,
+        )
+    )
+    try:
+        with pytest.raises(errors.InvalidCredentials):
+            await gateway.sign_in("nobody@example.com", "Wrong-password-1")
+        await anyio.sleep(4.8)
+        with pytest.raises(second):
+            await gateway.sign_in("nobody@example.com", "Wrong-password-1")
+    finally:
+        gateway.close()
+
+
 # -- retries ----------------------------------------------------------------------------
 
 
