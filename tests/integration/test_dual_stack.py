@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_PASSWORD, app_env, new_email
+from tests.support import appserver
 from tests.support.appserver import run_app
 from tests.support.localauth import LocalAuth
 
@@ -67,3 +68,27 @@ def test_host_setting_alone_is_dual_stack_and_ipv4_host_stays_ipv4(
             assert httpx.get(base + "/health/live").json()["status"] == "ok"
     with run_app(env, tmp_path / "v4") as server:
         assert refuses("::1", server.port)
+
+
+@pytest.mark.timeout(90)
+def test_a_port_taken_on_ipv6_before_the_app_binds_it_is_replaced(
+    localauth: LocalAuth,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suite's servers pick free ports and bind them later: a port another process
+    takes on IPv6 in between (free for IPv4 alone) made a dual-stack app exit with
+    "Address already in use" and a test error. It is replaced by a fresh port."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        occupied = taken.getsockname()[1]
+        picks = iter([occupied])
+        real = appserver._free_port
+        monkeypatch.setattr(appserver, "_free_port", lambda host: next(picks, None) or real(host))
+        with run_app(app_env(localauth, redis_url, redis_prefix), tmp_path, host="::") as server:
+            assert server.port != occupied
+            assert httpx.get(f"http://[::1]:{server.port}/health/live").status_code == 200
+        assert "Address already in use" in (tmp_path / f"app-{occupied}.log").read_text()
