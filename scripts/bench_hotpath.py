@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from scripts.devstack import delete_keys
+from scripts.devstack import delete_keys, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FU_VENV = Path(tempfile.gettempdir()) / "supaguard-bench-fastapi-users"
@@ -171,13 +170,7 @@ def process(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 15)
 
 
 def uvicorn_cmd(python: str, target: str, port: int) -> list[str]:

@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 
 from scripts.bench_hotpath import BARE_APP, EMAIL, FU_APP, PASSWORD, fastapi_users_python
-from scripts.devstack import Stack, free_port, wait_http
+from scripts.devstack import Stack, free_port, stop_process, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -251,13 +250,7 @@ class Bench:
         return (self.workdir / f"{name}.log").read_text()[-3000:]
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
     def close(self) -> None:
         for proc in reversed(self._procs):

@@ -196,7 +196,7 @@ def build_client(
     connections: int,
     connect_timeout: float,
     read_timeout: float | None,
-    keepalive: float = 4.0,
+    keepalive: float,
 ) -> httpx.Client:
     """An upstream HTTP client: HTTP/1.1, a pool of ``connections``, deadline-bound sockets.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scripts.devstack import stop_process
 from tests.support.localauth import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,11 +98,6 @@ def test_dev_stack_serves_the_example_frontend(redis_url: str, redis_prefix: str
         assert "refresh_token" not in login.json()
         assert "HttpOnly" in login.headers["set-cookie"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 30)
         reader.join(timeout=10)
         stdout.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from scripts.devstack import stop_process
 from tests.support.localauth import free_port
 
 _START_SECONDS = 20.0
@@ -87,12 +87,12 @@ def run_app(
             if _came_up(process, url, log, retry=port is None and attempt + 1 < _BIND_ATTEMPTS):
                 break
         except BaseException:
-            _stop(process)
+            stop_process(process)
             raise
     try:
         yield AppServer(url=url, pid=process.pid, port=bound, log=log, process=process)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _came_up(process: subprocess.Popen[bytes], url: str, log: Path, *, retry: bool) -> bool:
@@ -113,13 +113,3 @@ def _came_up(process: subprocess.Popen[bytes], url: str, log: Path, *, retry: bo
         if time.monotonic() > deadline:
             raise RuntimeError(f"the app did not come up:\n{log.read_text()[-4000:]}")
         time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

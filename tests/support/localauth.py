@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from typing import Literal
 
 import httpx
 import jwt
+
+from scripts.devstack import stop_process
 
 __all__ = [
     "KEY_MODES",
@@ -110,13 +111,7 @@ def log_path(tmp_dir: Path, port: int) -> Path:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, _STOP_SECONDS)
 
 
 @contextmanager
