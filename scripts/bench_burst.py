@@ -99,40 +99,25 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def split_cores(upstream_pid: int, app_pid: int) -> str:
-    """Give localauth a core of its own, as a real deployment's upstream has (Supabase Auth
-    runs elsewhere): the app and the load generator get the others. On a shared machine
-    the app's CPU and the generator's would otherwise come out of the upstream's, which
-    no deployment pays, and the comparison would measure co-location instead of admission.
+def own_core(alone: int, shared: int, *, first: bool) -> str:
+    """Give process ``alone`` a core of its own (the first or the last one), and process
+    ``shared`` and this one (the load generator, and the fault proxy's thread) the others.
+    On a shared machine the processes' CPU would otherwise come out of each other's, which
+    no deployment pays, and the comparison would measure co-location instead:
+    * bursts: localauth alone, as a real deployment's upstream (Supabase Auth runs
+      elsewhere), the app with the generator;
+    * latency: the app alone, as on its own instance; localauth, the proxy and the
+      generator do the same work for both sides.
     Returns how the cores were split."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return f"cores: {len(cpus)}, shared by everything"
-    upstream, rest = {cpus[0]}, set(cpus[1:])
-    pin(upstream_pid, upstream)
-    pin(app_pid, rest)
-    os.sched_setaffinity(0, rest)
-    return (
-        f"cores: localauth on CPU {cpus[0]}, the app and the load generator on CPU "
-        f"{','.join(map(str, sorted(rest)))} (Redis unpinned)"
-    )
-
-
-def app_core(upstream_pid: int, app_pid: int) -> str:
-    """The latency mode's split: the app on a core of its own, everything else (localauth,
-    the fault proxy and the load generator, which do the same work for both sides) on the
-    others. Returns how the cores were split."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return f"cores: {len(cpus)}, shared by everything"
-    ours, rest = {cpus[-1]}, set(cpus[:-1])
-    pin(app_pid, ours)
-    pin(upstream_pid, rest)
-    pin(os.getpid(), rest)  # the fault proxy's thread as well as this one
-    return (
-        f"cores: the app on CPU {cpus[-1]}; localauth, the proxy and the load generator on "
-        f"CPU {','.join(map(str, sorted(rest)))} (Redis unpinned)"
-    )
+    own = cpus[0] if first else cpus[-1]
+    rest = set(cpus) - {own}
+    pin(alone, {own})
+    pin(shared, rest)
+    pin(os.getpid(), rest)
+    return f"cores: CPU {own} for one process, CPU {','.join(map(str, sorted(rest)))} for the rest"
 
 
 def child_pid(stack: Stack, module: str) -> int:
@@ -319,7 +304,7 @@ async def burst(side: Side, emails: list[str], upstream_pid: int, app_pid: int) 
 
 
 def refusal(response: httpx.Response) -> str:
-    """The refusal's reason without its numbers (the `debug` field, outside production)."""
+    """Why an answer was not a 200: its `debug` field (outside production), or its code."""
     try:
         body = response.json()
     except ValueError:
@@ -520,7 +505,7 @@ def main() -> None:
                 direct, through = sides(supabase, upstream, app)
                 pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
                 if not args.shared_cores:
-                    print(split_cores(*pids))
+                    print(own_core(*pids, first=True), "(localauth alone; Redis unpinned)")
                 ok = asyncio.run(run_bursts(direct, through, emails, sizes, args.rounds, pids))
             finally:
                 stack.stop()
@@ -538,7 +523,9 @@ def main() -> None:
                     app = start_app(stack, supabase, redis_url, proxy.url)
                     direct, through = sides(supabase, proxy.url, app)
                     pids = (child_pid(stack, "localauth"), child_pid(stack, "app"))
-                    print("cores: shared by everything" if args.shared_cores else app_core(*pids))
+                    if not args.shared_cores:
+                        upstream_pid, app_pid = pids
+                        print(own_core(app_pid, upstream_pid, first=False), "(the app alone)")
                     asyncio.run(run_latency(direct, through, emails, args.seconds, pids, proxy))
             finally:
                 stack.stop()
