@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.edgeguard import EdgeGuard
@@ -32,6 +34,7 @@ from services.tallies import LatencyTally, Tally
 # Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
 # it on every request and prints it in its own access and error logs, so one id joins both
 # logs. Kong's correlation-id plugin header is not read: that plugin keeps a client's value.
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 REQUEST_ID_HEADERS = (b"x-kong-request-id", b"x-request-id")
 _MAX_REQUEST_ID = 128
 
@@ -133,8 +136,12 @@ class EdgeMiddleware:
         guard: EdgeGuard,
         production: bool = False,
         access_log: bool = True,
+        on_error: ErrorHandler | None = None,
     ) -> None:
         self.app = app
+        # The answer to an unexpected error (the app's ``Exception`` handler): this is the
+        # outermost layer (``app.asgi``), so it stands where ServerErrorMiddleware would.
+        self.on_error = on_error
         self.proxy = proxy
         self.guard = guard
         self.production = production
@@ -178,7 +185,7 @@ class EdgeMiddleware:
         # error handler logs an unexpected failure.
         REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode())
-        status = 500
+        status = 0  # until the response starts
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -193,7 +200,14 @@ class EdgeMiddleware:
                 await self.app(scope, receive, send_wrapper)
             else:
                 await self._refuse(refusal, request_id, scope, receive, send_wrapper)
+        except Exception as exc:
+            if self.on_error is not None and not status:
+                response = await self.on_error(Request(scope, receive), exc)
+                await response(scope, receive, send_wrapper)
+            # Re-raised, as Starlette does, so the server logs it and ends the exchange.
+            raise
         finally:
+            status = status or 500  # no response: counted and logged as a failure
             time_left.open = False
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

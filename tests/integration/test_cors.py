@@ -60,3 +60,19 @@ async def test_no_cors_when_no_origins_are_configured(
     client = await running_apps(make_settings())
     response = await client.get("/health/live", headers={"Origin": ALLOWED})
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_refusal_carries_the_cors_headers_so_the_browser_can_read_it(
+    running_apps: Callable[[Settings], Any], make_settings: SettingsFactory
+) -> None:
+    """A 401 problem reaches an allowed origin with its CORS headers: without them the
+    browser hides the answer and the frontend sees a network error, not "sign in again"."""
+    client = await running_apps(make_settings(cors_origins=ALLOWED))
+    response = await client.get("/api/v1/auth/me", headers={"Origin": ALLOWED})
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert response.headers["access-control-allow-credentials"] == "true"
+    missing = await client.get("/api/v1/auth/nowhere", headers={"Origin": ALLOWED})
+    assert missing.status_code == 404
+    assert missing.headers["access-control-allow-origin"] == ALLOWED
