@@ -1,4 +1,4 @@
-"""The uvicorn HTTP protocol this service runs, with a bounded request head.
+"""The uvicorn HTTP protocol this service runs: a bounded request head, one write per answer.
 
 uvicorn's default parser (httptools) buffers a request head of any size: a client can send
 megabytes of headers and the process holds them all before the app sees a byte. The
@@ -7,10 +7,18 @@ protocol here counts the head while it arrives and, past ``max_header_bytes`` by
 the connection. The edge middleware (``app.edgeguard``) applies the same limits to the
 parsed head for any other ASGI server. Under ``--http h11`` uvicorn's own
 ``h11_max_incomplete_event_size`` bounds the head instead (``app.__main__`` sets it).
+
+uvicorn writes a response's head and its body to the socket separately: two ``send``
+system calls (and, with ``TCP_NODELAY``, two segments) for every answer of one body, which
+is every answer this service gives. The protocol's transport here holds a write until the
+next one or the end of the event loop's current pass, whichever comes first, and sends
+what it holds in one call: one system call per answer, never a delay past the pass that
+produced the bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -47,6 +55,47 @@ def problem_431(max_count: int, max_bytes: int) -> bytes:
     )
 
 
+class CoalescingTransport:
+    """A connection's transport that sends the writes of one event-loop pass together.
+
+    A write is held until the next write (sent with it, in one call) or the end of the pass
+    (``call_soon``), and before the connection is closed; order is kept because every write
+    of the connection passes through here. Everything else is the transport's own."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        # The rest of the transport API (pause_reading, get_extra_info, set_protocol, ...).
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_count = 100
     max_header_bytes = 32 * 1024
@@ -58,6 +107,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_refused = False
         # At most this many bytes can be the head that completes in the chunk being parsed.
         self._head_bound = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Flow control (set up above) keeps the real transport; writes go through this.
+        self.transport = CoalescingTransport(transport, asyncio.get_running_loop())  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         continued = self._head_open

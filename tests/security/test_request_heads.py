@@ -10,6 +10,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,45 @@ def test_deep_bodies_are_400_and_keep_the_connection(server: AppServer, body: by
         sock.sendall(_get("/health/live"))
         assert _read_response(sock)[0] == 200
     assert "Traceback" not in Path(server.log).read_text()
+
+
+def _read_all(stream: Any, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """The answers to requests of ``methods``, read in order from one buffered connection
+    (an answer to HEAD has a length but no body)."""
+    answers = []
+    for method in methods:
+        status_line = stream.readline()
+        if not status_line:
+            raise ConnectionError("closed before every answer arrived")
+        headers: dict[str, str] = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = b"" if method == "HEAD" else stream.read(int(headers.get("content-length", "0")))
+        answers.append((int(status_line.split()[1]), headers, body))
+    return answers
+
+
+def test_pipelined_requests_get_whole_answers_in_order(server: AppServer) -> None:
+    """Answers are written head and body together (``app.httpserver``): requests sent
+    back to back on one connection, a HEAD among them, each get their whole answer, in
+    order, and a final ``Connection: close`` one ends the connection after its answer."""
+    with _connect(server) as sock:
+        sock.sendall(
+            _get("/health/live")
+            + b"HEAD /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            + _get("/api/v1/auth/me")
+            + b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        with sock.makefile("rb") as stream:
+            (live, _, body), (head, head_headers, _), (me, _, problem), (last, _, _) = _read_all(
+                stream, ["GET", "HEAD", "GET", "GET"]
+            )
+            rest = stream.read()
+        assert (live, json.loads(body)["status"]) == (200, "ok")
+        assert head == 200
+        assert int(head_headers["content-length"]) > 0
+        assert me == 401
+        assert json.loads(problem)["status"] == 401
+        assert last == 200
+        assert rest == b""  # closed after the last answer, nothing more
