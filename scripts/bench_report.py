@@ -53,7 +53,8 @@ def hot_path(report: Report, bench: Bench, supabase: dict[str, str], redis_url: 
     ours.url += "/api/v1/auth/me"
     ours.headers = benchkit.sign_in(ours.url.removesuffix("/api/v1/auth/me"))
     fu = bench.fastapi_users(redis_url)
-    targets = [bare, ours, fu]
+    same_server = bench.bare(our_protocol=True)
+    targets = [bare, ours, fu, same_server]
     rss_start = {t.name: rss_mib(t.pid) for t in targets}
     started = load_note()
     results: dict[int, list[Series]] = {}
@@ -70,9 +71,12 @@ def hot_path(report: Report, bench: Bench, supabase: dict[str, str], redis_url: 
             )
     at64 = results[64]
     b_over_a, b_over_c = ratio(at64[1], at64[0]), ratio(at64[1], at64[2])
+    b_over_d = ratio(at64[1], at64[3])
     cpu_ratio = at64[0].median("cpu_us_per_request") / at64[1].median("cpu_us_per_request")
+    cpu_same = at64[3].median("cpu_us_per_request") / at64[1].median("cpu_us_per_request")
     report.data["hot"] = {
         "ratio_bare": b_over_a,
+        "ratio_bare_same_server": b_over_d,
         "ratio_fu": b_over_c,
         "cpu_ratio": cpu_ratio,
         "p99_ms": at64[1].median("p99_ms"),
@@ -108,16 +112,19 @@ Reproduce: `scripts/bench_report --only hot_path` (machine: see the top of this 
 
 `GET /api/v1/auth/me` with a valid token (every policy layer: bearer, signature and claims,
 account status, session alive, not-before), a bare Starlette JSON endpoint on plain uvicorn,
-and fastapi-users' protected route (RedisStrategy, in-memory user DB, its best case): three
+fastapi-users' protected route (RedisStrategy, in-memory user DB, its best case), and the
+same bare endpoint served by the HTTP protocol `python -m app` runs (`app.httpserver`: one
+write per answer, bounded heads), so the app's own cost shows apart from the server's: four
 servers up side by side, one uvicorn worker each pinned to CPU {benchkit.SERVER_CPU}, wrk
 (1 thread) pinned to CPU {benchkit.LOAD_CPU}, {rounds} interleaved rounds of {seconds} s per
 target and connection count; medians over rounds. CPU µs/request is the server process's
 user+system time over the requests it served (from /proc).
 
-**At 64 connections: /me = {b_over_a:.2f} × bare Starlette, {b_over_c:.1f} × fastapi-users,
-p99 {at64[1].median("p99_ms"):.2f} ms** (ratios: median of the per-round ratios). By CPU per
-request, which moves less with the machine's load: bare Starlette's cost over ours =
-{cpu_ratio:.2f}.
+**At 64 connections: /me = {b_over_a:.2f} × bare Starlette on plain uvicorn and
+{b_over_d:.2f} × bare Starlette on our HTTP protocol (the same server), {b_over_c:.1f} ×
+fastapi-users, p99 {at64[1].median("p99_ms"):.2f} ms** (ratios: median of the per-round
+ratios). By CPU per request, which moves less with the machine's load: bare Starlette's cost
+over ours = {cpu_ratio:.2f} on plain uvicorn, {cpu_same:.2f} on the same server.
 Machine: {started} at the start, {ended} at the end.
 
 | connections | target | req/s | p50 ms | p99 ms | CPU µs/req | errors |

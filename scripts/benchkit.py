@@ -55,6 +55,17 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd]
 
 
+# Bare Starlette served as ``python -m app`` serves (``app.httpserver``'s protocol, no
+# access log, no server header); argv[1] is the port.
+BARE_ON_OUR_PROTOCOL = """
+import sys
+import uvicorn
+from app.httpserver import bounded_protocol
+from bare_app import app
+http = bounded_protocol(max_header_count=100, max_header_bytes=32 * 1024)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http=http, access_log=False,
+            server_header=False, log_level="warning")
+"""
 IMG = "img/bench"  # the report's plots, relative to docs/
 LOGIN_RULES = "login=1000000/60,refresh=1000000/60"  # one client, hundreds of logins
 
@@ -260,17 +271,25 @@ class Bench:
     def localauth(self) -> dict[str, str]:
         return self.stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
 
-    def bare(self, cpus: str | None = SERVER_CPU) -> Target:
+    def bare(self, cpus: str | None = SERVER_CPU, *, our_protocol: bool = False) -> Target:
+        """Bare Starlette on uvicorn's own HTTP protocol, or (``our_protocol``) on the one
+        ``python -m app`` serves with (``app.httpserver``): the same server as ours."""
         (self.workdir / "bare_app.py").write_text(BARE_APP)
         port = free_port()
-        cmd = [
-            sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
-        proc = self.spawn("bare", pinned(cmd, cpus), {"PYTHONPATH": str(self.workdir)})
+        if our_protocol:
+            cmd = [sys.executable, "-c", BARE_ON_OUR_PROTOCOL, str(port)]
+            name = "bare Starlette JSON, our HTTP protocol"
+        else:
+            cmd = [
+                sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+            name = "bare Starlette JSON"
+        env = {"PYTHONPATH": os.pathsep.join([str(self.workdir), str(ROOT)])}
+        proc = self.spawn(f"bare-{port}", pinned(cmd, cpus), env)
         url = f"http://127.0.0.1:{port}/hello"
-        wait_http(url, proc, "bare Starlette")
-        return Target("bare Starlette JSON", url, proc.pid)
+        wait_http(url, proc, name)
+        return Target(name, url, proc.pid)
 
     def ours(
         self,
