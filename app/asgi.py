@@ -23,7 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette._exception_handler import ExceptionHandlers, StatusHandlers
+from starlette._exception_handler import (
+    ExceptionHandlers,
+    StatusHandlers,
+    _lookup_exception_handler,
+)
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -118,13 +122,12 @@ class ServiceRouter(Router):
         await super().app(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> Any:
+        """Starlette's own lookup: a status handler for an HTTPException, else the first of
+        the exception's classes with a handler."""
         exception_handlers, status_handlers = self._handlers
         if isinstance(exc, HTTPException) and exc.status_code in status_handlers:
             return status_handlers[exc.status_code]
-        for cls in type(exc).__mro__:
-            if cls in exception_handlers:
-                return exception_handlers[cls]
-        return None
+        return _lookup_exception_handler(exception_handlers, exc)
 
 
 class ServiceApp(Starlette):
@@ -135,15 +138,15 @@ class ServiceApp(Starlette):
 
     def __init__(self, *, routes: Sequence[BaseRoute], lifespan: Any = None, **kwargs: Any) -> None:
         super().__init__(lifespan=lifespan, **kwargs)
+        if any(key in (500, Exception) for key in self.exception_handlers):
+            raise TypeError(
+                "no 500/Exception handler here: the outermost middleware answers unexpected "
+                "errors (EdgeMiddleware(on_error=...))"
+            )
         self.router = ServiceRouter(routes=list(routes), lifespan=lifespan)
 
     def build_middleware_stack(self) -> ASGIApp:
-        handled = {
-            key: handler
-            for key, handler in self.exception_handlers.items()
-            if key not in (500, Exception)
-        }
-        self.router.set_handlers(handled)  # type: ignore[attr-defined]
+        self.router.set_handlers(self.exception_handlers)  # type: ignore[attr-defined]
         app: ASGIApp = self.router.app  # the dispatch itself: the router has no middleware
         middleware = list(self.user_middleware)
         if self.max_body_size is not None:

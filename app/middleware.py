@@ -31,10 +31,12 @@ from app.problems import problem_response
 from services import budget, errors, metrics
 from services.tallies import LatencyTally, Tally
 
+# The app's answer to an unexpected error (``EdgeMiddleware(on_error=...)``).
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
 # Kong's own id first: Kong (>= 3.5, ``headers_upstream = X-Kong-Request-Id``) overwrites
 # it on every request and prints it in its own access and error logs, so one id joins both
 # logs. Kong's correlation-id plugin header is not read: that plugin keeps a client's value.
-ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 REQUEST_ID_HEADERS = (b"x-kong-request-id", b"x-request-id")
 _MAX_REQUEST_ID = 128
 
