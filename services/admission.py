@@ -4,21 +4,18 @@ is refused (see docs/deadlocks.md, "Admission").
 ``AdmissionController`` replaces a fixed-size bulkhead with a fixed wait by three things
 (what it knows of the upstream, and the limit, are learnt by ``services.admission_model``):
 
-* **an adaptive concurrency limit** (the gradient rule of Netflix's concurrency-limits and
-  Envoy's adaptive concurrency filter): each answered call's service time, smoothed, is
-  compared with the no-load service time of its operation (the minimum of the last
-  ``noload_window`` seconds); ``gradient = clamp((tolerance * noload + slack) / rtt, 0.5,
-  1)`` and ``limit = limit * gradient + sqrt(limit)``, smoothed. While the upstream answers about as
-  fast as unloaded, the limit grows (as far as the calls need: Little's law); once calls
-  take ``tolerance`` times longer, it shrinks. A timeout or transport failure cuts it by
-  ``backoff``. The limit never exceeds ``max_concurrency`` (the thread bound);
+* **an adaptive concurrency limit** (``services.admission_model``: the gradient rule of
+  Netflix's concurrency-limits and Envoy's adaptive concurrency filter), never above
+  ``max_concurrency`` (the thread bound);
 * **deadline-aware queueing**: a call that finds no free slot waits while it can still
   finish within its deadline, predicted from the queue ahead of it and the observed
   throughput (Little's law: ``limit / service time``). Calls that can no longer make it are
   refused at once (on arrival) or as soon as the prediction says so (a timer re-checks the
-  queue), never after a fixed timer. When no answered call has come back for a while the
-  service-time estimate grows with that silence, so a hung upstream sheds within about half
-  a deadline, and calls arriving after that are refused in microseconds;
+  queue), never after a fixed timer. A call is sent only while it, and every call it
+  joins in flight, is predicted to end in time; at the tail of a burst it waits for the
+  calls in flight to thin out. When no answer has come back for a while the service-time
+  estimate grows with that silence, so a hung upstream sheds within about half a deadline
+  and calls arriving after that are refused in microseconds;
 * **priorities**: ``CONTROL`` (refresh, logout) is always served before ``NORMAL`` (login,
   registration, admin) and may use a small reserve above the limit; ``PROBE`` (readiness)
   never waits. A standing queue (CoDel: the minimum queueing time over an interval stays
@@ -33,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import enum
 import math
 import time
 from collections.abc import Callable
@@ -42,6 +38,7 @@ from dataclasses import dataclass
 import anyio
 
 from services.admission_model import AdmissionConfig, UpstreamModel
+from services.admission_types import Outcome, Priority, Shed, Ticket
 
 __all__ = [
     "AdmissionConfig",
@@ -53,27 +50,6 @@ __all__ = [
 ]
 
 
-class Priority(enum.IntEnum):
-    CONTROL = 0  # refresh, logout: never starved by a login storm
-    NORMAL = 1  # login, registration, admin calls
-    PROBE = 2  # readiness: admitted only when a slot is free now, never queued
-
-
-class Outcome(enum.Enum):
-    ANSWERED = "answered"  # the upstream answered (any status it meant): a latency sample
-    OVERLOAD = "overload"  # a timeout or transport failure: the limit backs off
-    NONE = "none"  # nothing learnt (cancelled before start, failed before sending)
-
-
-class Shed(Exception):
-    """The call was refused by admission; ``reason`` is a metric label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(eq=False)
 class _Waiter:
     priority: Priority
@@ -81,23 +57,7 @@ class _Waiter:
     deadline: float
     enqueued: float
     future: asyncio.Future[None]
-    expected: float = 0.0  # the service time predicted when its slot was granted
-
-
-@dataclass(eq=False)
-class Ticket:
-    """A slot held by one call; give it back with ``AdmissionController.release``."""
-
-    operation: str
-    priority: Priority
-    admitted: float
-    queued_for: float
-    started: float = 0.0  # when its thread began the work (0: never started)
-    released: bool = False
-    occupancy: float = 0.0  # the controller's slot-seconds integral when it was admitted
-    # The service time predicted when it was admitted (0: too little observed to say):
-    # what a timeout is judged against (services.upstream_call).
-    expected: float = 0.0
+    ticket: Ticket | None = None  # the slot, once granted
 
 
 class AdmissionController:
@@ -114,6 +74,7 @@ class AdmissionController:
         self._clock = clock
         self._on_shed = on_shed
         self.in_flight = 0
+        self._running: set[Ticket] = set()  # the tickets in flight (probes included)
         # Slot-seconds held so far (the integral of in_flight over time): a call's mean
         # concurrency over its life is the growth of this over its duration.
         self._occupancy = 0.0
@@ -151,7 +112,11 @@ class AdmissionController:
     async def acquire(self, operation: str, priority: Priority, deadline: float) -> Ticket:
         """A slot for a call that must be over by ``deadline`` (monotonic), or ``Shed``."""
         now = self._clock()
-        if self._can_start(priority) and not self._waiting_before(priority):
+        if (
+            self._can_start(priority)
+            and not self._waiting_before(priority)
+            and (priority is Priority.PROBE or not self._crowds(now))
+        ):
             expected = self._expected(operation)
             if priority is not Priority.PROBE and self._too_late(expected, deadline, now):
                 raise self._shed(
@@ -160,9 +125,7 @@ class AdmissionController:
                     f"{self.in_flight} calls already in flight finish first; "
                     f"{max(0.0, deadline - now):.2f}s left is too little",
                 )
-            return Ticket(
-                operation, priority, now, 0.0, occupancy=self._take_slot(now), expected=expected
-            )
+            return self._grant(operation, priority, now, deadline, expected, queued_for=0.0)
         if priority is Priority.PROBE:
             raise self._shed("busy", priority, "every upstream slot is busy; a probe never waits")
         if self.queued >= self.config.max_queue:
@@ -189,6 +152,8 @@ class AdmissionController:
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted just as the wait ended: the slot goes to the next one.
+                assert waiter.ticket is not None
+                self._running.discard(waiter.ticket)
                 self._advance(self._clock())
                 self.in_flight -= 1
                 self._dispatch()
@@ -199,15 +164,8 @@ class AdmissionController:
             if isinstance(exc, TimeoutError):
                 raise self._shed("deadline", priority, "no slot came free in time") from None
             raise
-        started = self._clock()
-        return Ticket(
-            operation,
-            priority,
-            started,
-            started - now,
-            occupancy=self._advance(started),
-            expected=waiter.expected,
-        )
+        assert waiter.ticket is not None
+        return waiter.ticket
 
     def mark_started(self, ticket: Ticket) -> None:
         """Called from the worker thread as the work begins (one float store, on the
@@ -219,6 +177,7 @@ class AdmissionController:
         if ticket.released:
             return
         ticket.released = True
+        self._running.discard(ticket)
         now = self._clock()
         occupancy = self._advance(now)
         held = now - ticket.admitted
@@ -262,6 +221,38 @@ class AdmissionController:
         gap = min(self.model.gap(), self.model.per_slot or math.inf)
         return self.model.service(operation, gap, self.in_flight + 1)
 
+    def _grant(
+        self,
+        operation: str,
+        priority: Priority,
+        now: float,
+        deadline: float,
+        expected: float,
+        *,
+        queued_for: float,
+    ) -> Ticket:
+        ticket = Ticket(
+            operation,
+            priority,
+            now,
+            queued_for,
+            occupancy=self._take_slot(now),
+            expected=expected,
+            deadline=deadline,
+        )
+        self._running.add(ticket)
+        return ticket
+
+    def _crowds(self, now: float) -> bool:
+        """One more call in flight would make a call already sent end past its deadline
+        (``UpstreamModel.crowded``): it waits instead of turning them into 504s."""
+        return self.model.crowded(
+            (t for t in self._running if t.priority is not Priority.PROBE),
+            now,
+            self.in_flight + 1,
+            1 + self.config.dispatch_margin,
+        )
+
     def _can_start(self, priority: Priority) -> bool:
         return self.in_flight < self._capacity(priority)
 
@@ -289,11 +280,21 @@ class AdmissionController:
     def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
         """When a call with ``ahead`` calls before it would be over: it starts after
         ``ahead + 1`` calls complete (and, once the limit has just shrunk, after the calls in
-        flight above it), at the current throughput, then takes its own time."""
+        flight above it), at the current throughput, then takes its own time. A refusal is
+        final and a wait costs no thread, so the throughput is the faster of the two
+        estimates: the intervals between answers (which clump on a pool of bcrypt threads:
+        a window may hold two long pauses for one) and each answer's service time over
+        the number in flight with it (Little's law, call by call)."""
         gap = self.model.gap()
+        if self.model.per_slot:
+            gap = min(gap, self.model.per_slot)
         starts_after = ahead + 1 + max(0, self.in_flight - self.limit)
+        # At the concurrency it will run at: the limit, or fewer while sending holds back
+        # (at a burst's tail calls wait for those in flight to thin out, so the queue is
+        # not refused as though they would all run with it).
+        running = min(self.limit, self.in_flight + 1)
         service = max(
-            self.model.service(operation, gap, self.limit), self.model.silence(now, self.in_flight)
+            self.model.service(operation, gap, running), self.model.silence(now, self.in_flight)
         )
         return now + starts_after * gap + service
 
@@ -317,15 +318,23 @@ class AdmissionController:
         gap = self.model.gap()
         for priority in (Priority.CONTROL, Priority.NORMAL):
             queue = self._queues[priority]
+            lifo = priority is Priority.NORMAL and self.lifo
             while queue and self._can_start(priority):
-                lifo = priority is Priority.NORMAL and self.lifo
-                waiter = queue.pop() if lifo else queue.popleft()
+                waiter = queue[-1] if lifo else queue[0]
                 if waiter.future.done():
+                    _take(queue, lifo)
                     continue
                 service = self.model.service(waiter.operation, gap, self.in_flight + 1)
                 if self._too_late(service, waiter.deadline, now):
+                    alone = self.model.service(waiter.operation, gap, 1)
+                    if self.in_flight and not self._too_late(alone, waiter.deadline, now):
+                        # On a CPU-bound upstream a call is slower the more run with it:
+                        # it waits while the calls in flight thin out (the tail of a
+                        # burst), and its deadline, or the re-check, ends the wait.
+                        return
                     # Too late to finish: sent now, it would take an upstream slot (and
                     # its CPU) from a call that can, and end in a 504 anyway.
+                    _take(queue, lifo)
                     waiter.future.set_exception(
                         self._shed(
                             "deadline",
@@ -336,9 +345,18 @@ class AdmissionController:
                         )
                     )
                     continue
+                if self._crowds(now):
+                    return  # sent now, it would push a call in flight past its deadline
+                _take(queue, lifo)
                 self._observe_sojourn(now - waiter.enqueued, now)
-                self._take_slot(now)
-                waiter.expected = service
+                waiter.ticket = self._grant(
+                    waiter.operation,
+                    priority,
+                    now,
+                    waiter.deadline,
+                    service,
+                    queued_for=now - waiter.enqueued,
+                )
                 waiter.future.set_result(None)
             if queue:
                 return  # a higher class still waits: lower ones do not jump it
@@ -388,6 +406,8 @@ class AdmissionController:
                             f"{max(0.0, waiter.deadline - now):.2f}s left ({self._state(place)})",
                         )
                     )
+        # The calls in flight have moved on: one that waits for them to make room may fit.
+        self._dispatch()
         if self.queued:
             self._arm_timer(loop)
 
@@ -403,3 +423,7 @@ class AdmissionController:
         if self._on_shed is not None:
             self._on_shed(reason, priority)
         return Shed(reason, detail)
+
+
+def _take(queue: collections.deque[_Waiter], lifo: bool) -> _Waiter:
+    return queue.pop() if lifo else queue.popleft()

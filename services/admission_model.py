@@ -17,9 +17,24 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["AdmissionConfig", "UpstreamModel"]
+__all__ = ["AdmissionConfig", "InFlight", "UpstreamModel"]
+
+
+class InFlight(Protocol):
+    """What the model reads of a call in flight (``services.admission_types.Ticket``)."""
+
+    @property
+    def operation(self) -> str: ...
+    @property
+    def admitted(self) -> float: ...
+    @property
+    def expected(self) -> float: ...
+    @property
+    def deadline(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,11 @@ class AdmissionConfig:
     # ...plus this much in absolute terms: a few milliseconds more on a fast upstream (a
     # busy machine, the GIL) is not congestion worth throttling for.
     latency_slack: float = 0.05
+    # The limit stops growing once calls run this share above the concurrency the no-load
+    # time was seen at and each answer's service time over its concurrency is still at
+    # least ``saturation`` of what it was there (no more answers a second for more calls).
+    probe_headroom: float = 0.25
+    saturation: float = 0.8
     smoothing: float = 0.2  # weight of a newly computed limit
     backoff: float = 0.9  # limit multiplier on a timeout or transport failure
     ewma_weight: float = 0.2  # weight of a new service-time sample
@@ -50,7 +70,7 @@ class AdmissionConfig:
     # How far past its deadline a queued call must be predicted to end to be refused: on
     # arrival (the estimate may be from an earlier burst), and on a re-check (fresh).
     arrival_margin: float = 0.5
-    shed_margin: float = 0.1
+    shed_margin: float = 0.25
     # Sending is the final decision, and it errs the other way: a call is sent only if it is
     # predicted to end with this share of its service time to spare. The prediction is a
     # mean, and a call sent that ends past its deadline is the worst outcome a burst can
@@ -65,23 +85,27 @@ class AdmissionConfig:
 
 
 class _WindowMin:
-    """The minimum of the samples of the last one to two ``window`` seconds."""
+    """The minimum of the samples of the last one to two ``window`` seconds, and the
+    concurrency it was seen at."""
 
     __slots__ = ("_current", "_previous", "_started", "_window")
 
     def __init__(self, window: float) -> None:
         self._window = window
-        self._current = math.inf
-        self._previous = math.inf
+        self._current = (math.inf, 1.0)
+        self._previous = (math.inf, 1.0)
         self._started = -math.inf
 
-    def add(self, value: float, now: float) -> None:
+    def add(self, value: float, now: float, concurrency: float = 1.0) -> None:
         if now - self._started >= self._window:
-            self._previous, self._current, self._started = self._current, math.inf, now
-        self._current = min(self._current, value)
+            self._previous, self._current, self._started = self._current, (math.inf, 1.0), now
+        self._current = min(self._current, (value, concurrency))
 
     def value(self) -> float:
-        return min(self._current, self._previous)
+        return min(self._current, self._previous)[0]
+
+    def concurrency(self) -> float:
+        return min(self._current, self._previous)[1]
 
 
 @dataclass
@@ -170,11 +194,50 @@ class UpstreamModel:
         estimate = max(self.noload(operation), concurrency * gap)
         return estimate if self.observed() else min(self.smoothed(operation), estimate)
 
+    def crowded(
+        self, calls: Iterable[InFlight], now: float, concurrency: int, spare: float
+    ) -> bool:
+        """Whether running ``concurrency`` calls at once would make one of ``calls`` (those in
+        flight) end past its deadline, with ``spare`` times its predicted time to spare.
+        On a CPU-bound upstream every call in flight slows down by one share when another
+        is sent, so a call sent as the previous ones finish (the tail of a burst, with a
+        little time left) is sent only while those it joins still make theirs. A call in
+        flight is judged by the share of its predicted service still ahead of it (all of
+        it when too little was observed to predict)."""
+        gap = self.gap()
+        full: dict[str, float] = {}
+        for call in calls:
+            service = full.get(call.operation)
+            if service is None:
+                service = full[call.operation] = self.service(call.operation, gap, concurrency)
+            ahead = 1.0
+            if call.expected > 0:
+                ahead = max(0.0, 1.0 - (now - call.admitted) / call.expected)
+            if now + ahead * service * spare > call.deadline:
+                return True
+        return False
+
     def smoothed(self, operation: str) -> float:
         stats = self._ops.get(operation)
         if stats is not None and stats.samples:
             return stats.ewma
         return self.ewma
+
+    def _saturated(self, stats: _OperationStats, concurrency: float) -> bool:
+        """More calls at once have stopped bringing more answers a second: well above the
+        concurrency the no-load time was seen at, answers come no more often than its service
+        time over that concurrency says they did there (the interval between answers
+        under load: a throughput over many answers, which per-call figures are not on a
+        pool of threads that answers in clumps). A CPU-bound
+        upstream then only queues what it is sent, slower for every call. This is what
+        holds the limit when the no-load time itself was learnt under load (a burst that
+        meets a service just started, before any call ran alone): the tolerance compares
+        service times with that loaded one, and would let the limit grow to twice it."""
+        seen_at = stats.noload.concurrency()
+        if concurrency <= seen_at * (1 + self.config.probe_headroom):
+            return False  # near where it was seen: growing is how the limit probes
+        pace = max(self.gap(), self.per_slot)
+        return pace >= self.config.saturation * stats.noload.value() / seen_at
 
     # -- what the controller tells it -------------------------------------------------
 
@@ -227,7 +290,7 @@ class UpstreamModel:
         self.ewma = rtt if self.ewma == 0 else (1 - weight) * self.ewma + weight * rtt
         slot = rtt / concurrency
         self.per_slot = slot if self.per_slot == 0 else (1 - weight) * self.per_slot + weight * slot
-        stats.noload.add(rtt, now)
+        stats.noload.add(rtt, now, concurrency)
         noload = stats.noload.value()
         if stats.ewma <= 0 or math.isinf(noload):
             return
@@ -235,7 +298,7 @@ class UpstreamModel:
         allowed = self.config.tolerance * noload + self.config.latency_slack
         gradient = min(1.0, max(0.5, allowed / stats.ewma))
         target = limit * gradient + math.sqrt(limit)
-        if in_flight * 2 < limit:
+        if in_flight * 2 < limit or self._saturated(stats, concurrency):
             target = min(target, limit)  # grow only when the limit is what binds
         smoothing = self.config.smoothing
         limit = (1 - smoothing) * limit + smoothing * target

@@ -113,15 +113,29 @@ async def test_cluster_runs_the_flow_with_each_user_in_one_slot(
     )
 
 
-def _lost(group: SentinelGroup, prefix: str, acknowledged: list[tuple[str, str]]) -> int:
+def _lost(group: SentinelGroup, prefix: str, acknowledged: list[tuple[str, str]]) -> list[int]:
+    """The positions (in acknowledgement order) of the sessions the new master lacks."""
     client = group.current_master().client()
     try:
         pipe = client.pipeline(transaction=False)
         for uid, sid in acknowledged:
             pipe.hexists(session_keys.user_key(prefix, uid), sid)
-        return sum(1 for found in pipe.execute() if not found)
+        return [i for i, found in enumerate(pipe.execute()) if not found]
     finally:
         client.close()
+
+
+def _assert_failover_kept_its_promise(
+    group: SentinelGroup, prefix: str, result: LoadResult
+) -> None:
+    assert len(result.acknowledged) > 50, result.summary()
+    # The promise: nothing acknowledged is lost. The time without writes is bounded loosely
+    # (about 12 s here: Sentinel turns the old master into a replica ~8 s after it reports
+    # the wrong role), since a loaded 2-core machine stretches it.
+    lost = _lost(group, prefix, result.acknowledged)
+    assert lost == [], f"lost sessions at positions {lost[:10]}; {result.summary()}"
+    assert result.bad_503 == [], result.summary()
+    assert result.seconds_without_writes() < 25, result.summary()
 
 
 async def _failover_under_load(
@@ -146,6 +160,7 @@ async def _failover_under_load(
             tg.start_soon(login_load, [a, b], emails, stop, result)
             await anyio.sleep(1.5)
             old = group.master_port()
+            result.failed_over_at = len(result.acknowledged)
             if planned:
                 sentinel = group.sentinels[0].client()
                 command(sentinel, "SENTINEL", "FAILOVER", group.name)
@@ -171,23 +186,14 @@ async def test_killing_the_master_under_load_loses_no_acknowledged_session(
     localauth: LocalAuth, sentinels: SentinelGroup, prefix: str
 ) -> None:
     result = await _failover_under_load(localauth, sentinels, prefix, planned=False)
-    assert len(result.acknowledged) > 50, result.statuses
-    # The promise: nothing acknowledged is lost. The time without writes is bounded loosely
-    # (about 12 s here: Sentinel turns the old master into a replica ~8 s after it reports
-    # the wrong role), since a loaded 2-core machine stretches it.
-    assert _lost(sentinels, prefix, result.acknowledged) == 0
-    assert result.bad_503 == []
-    assert result.seconds_without_writes() < 25, result.statuses
+    _assert_failover_kept_its_promise(sentinels, prefix, result)
 
 
 async def test_planned_failover_under_load_loses_no_acknowledged_session(
     localauth: LocalAuth, sentinels: SentinelGroup, prefix: str
 ) -> None:
     result = await _failover_under_load(localauth, sentinels, prefix, planned=True)
-    assert len(result.acknowledged) > 50, result.statuses
-    assert _lost(sentinels, prefix, result.acknowledged) == 0
-    assert result.bad_503 == []
-    assert result.seconds_without_writes() < 25, result.statuses
+    _assert_failover_kept_its_promise(sentinels, prefix, result)
 
 
 def _replicates(node: RedisServer, master: RedisServer) -> bool:

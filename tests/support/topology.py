@@ -113,10 +113,20 @@ class LoadResult:
     refused_at: list[float] = field(default_factory=list)
     bad_503: list[str] = field(default_factory=list)
 
+    failed_over_at: int = 0  # how many were acknowledged when the failover began
+
     def seconds_without_writes(self) -> float:
         if not self.refused_at:
             return 0.0
         return max(self.refused_at) - min(self.refused_at)
+
+    def summary(self) -> str:
+        """The figures a failed assertion needs to be understood after the fact."""
+        return (
+            f"{len(self.acknowledged)} acknowledged ({self.failed_over_at} before the "
+            f"failover), statuses {self.statuses}, {self.seconds_without_writes():.1f}s "
+            f"without writes, unexpected 503s {self.bad_503[:3]}"
+        )
 
 
 async def seed_users(client: httpx.AsyncClient, count: int) -> list[str]:

@@ -1,0 +1,211 @@
+"""Admission at the end of a burst and under a burst that meets a service just started: the
+calls in flight thin out, the deadline nears, and nothing observed says how fast the
+upstream is unloaded. Driven directly, on a clock that moves only when the test moves it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from services.admission import (
+    AdmissionConfig,
+    AdmissionController,
+    Outcome,
+    Priority,
+    Shed,
+    Ticket,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+PACE = 0.1  # seconds between answers of the CPU-bound upstream below, however many run
+
+
+def clocked(limit: int) -> tuple[AdmissionController, list[float]]:
+    now = [1000.0]
+    config = AdmissionConfig(max_concurrency=limit, initial_limit=limit, min_limit=limit)
+    return AdmissionController(config, clock=lambda: now[0]), now
+
+
+def answer(admission: AdmissionController, ticket: Ticket) -> None:
+    """``ticket``'s call answers now; it ran for as long as it held its slot."""
+    ticket.started = ticket.admitted
+    admission.release(ticket, Outcome.ANSWERED)
+
+
+async def learn_cpu_bound(admission: AdmissionController, now: list[float]) -> None:
+    """One call alone took ``PACE``; then, with calls queued, one answer came every
+    ``PACE`` whatever the number in flight (a call takes ``in flight x PACE``): enough
+    answers for the pace to be trusted."""
+    alone = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+    now[0] += PACE
+    answer(admission, alone)
+    in_flight = [
+        await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600)
+        for _ in range(admission.limit)
+    ]
+
+    async def wait() -> None:
+        in_flight.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(24):
+            group.start_soon(wait)
+        await anyio.sleep(0.01)
+        for _ in range(24):
+            now[0] += PACE
+            answer(admission, in_flight.pop(0))
+            await anyio.sleep(0.001)
+    while in_flight:
+        now[0] += PACE
+        answer(admission, in_flight.pop(0))
+    assert admission.model.observed()
+    assert admission.model.gap() == pytest.approx(PACE, rel=0.05)
+
+
+async def test_a_burst_tail_waits_for_the_calls_in_flight_to_thin_out() -> None:
+    """Eight calls in flight, one answer every 0.1 s: a call sent now would take 0.8 s.
+    One waits with 0.85 s left: sent at the first free slot it would end past its
+    deadline (a 504), so it is not sent then; but the calls in flight end together (a
+    batch), and sent once they have, it takes 0.2 s. It is served, not refused."""
+    admission, now = clocked(8)
+    await learn_cpu_bound(admission, now)
+    in_flight = [
+        await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600) for _ in range(8)
+    ]
+    fate: list[str] = []
+
+    async def wait() -> None:
+        try:
+            await admission.acquire("sign_in", Priority.NORMAL, now[0] + 0.85)
+            fate.append("granted")
+        except Shed as exc:
+            fate.append(exc.reason)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait)
+        await anyio.sleep(0.01)
+        assert admission.queued == 1
+        now[0] += 0.05
+        answer(admission, in_flight.pop(0))  # 7 left: sent now it would take 0.8 s
+        await anyio.sleep(0.01)
+        assert fate == [], "it waits for the batch to end"
+        assert admission.queued == 1
+        for ticket in in_flight[:-1]:  # the rest of the batch, all but one
+            answer(admission, ticket)
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.01)
+    assert fate == ["granted"]
+    assert admission.in_flight == 2
+
+
+async def test_a_call_that_cannot_make_it_even_alone_is_refused_at_once() -> None:
+    """The same queue, but with 0.1 s left: not even an unloaded upstream answers in time,
+    so waiting for room only makes the refusal late."""
+    admission, now = clocked(8)
+    await learn_cpu_bound(admission, now)
+    in_flight = [
+        await admission.acquire("sign_in", Priority.NORMAL, now[0] + 600) for _ in range(8)
+    ]
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+
+            async def wait() -> None:
+                with pytest.raises(Shed):
+                    await admission.acquire("sign_in", Priority.NORMAL, now[0] + 0.1)
+
+            group.start_soon(wait)
+            await anyio.sleep(0.01)
+            answer(admission, in_flight.pop(0))
+    assert admission.shed_counts["deadline"] == 1
+    for ticket in in_flight:
+        admission.release(ticket, Outcome.NONE)
+
+
+async def test_a_call_is_not_sent_when_it_would_push_the_calls_in_flight_past_theirs() -> None:
+    """Four calls in flight must end within 0.5 s: at one answer every 0.1 s, four at once
+    take 0.4 s and fit, five would take 0.5 s and, with the margin a mean needs, do not.
+    A fifth call with all the time in the world finds a free slot: sent now, it would turn
+    those four into 504s; it waits until they are answered, then goes."""
+    admission, now = clocked(8)
+    await learn_cpu_bound(admission, now)
+    tight = [await admission.acquire("sign_in", Priority.NORMAL, now[0] + 0.5) for _ in range(4)]
+    granted: list[Ticket] = []
+
+    async def patient() -> None:
+        granted.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(patient)
+        await anyio.sleep(0.01)
+        assert (admission.in_flight, admission.queued) == (4, 1)
+        now[0] += 0.4
+        for ticket in tight:
+            answer(admission, ticket)
+        await anyio.sleep(0.01)
+    assert len(granted) == 1
+    assert admission.in_flight == 1
+    admission.release(granted[0], Outcome.NONE)
+
+
+async def test_a_probe_is_never_held_back_by_the_calls_in_flight() -> None:
+    admission, now = clocked(8)
+    await learn_cpu_bound(admission, now)
+    held = [await admission.acquire("sign_in", Priority.NORMAL, now[0] + 0.5) for _ in range(4)]
+    probe = await admission.acquire("health", Priority.PROBE, now[0] + 1)
+    assert admission.in_flight == 5
+    for ticket in (*held, probe):
+        admission.release(ticket, Outcome.NONE)
+
+
+async def run_burst(latency_bound: bool, answers: int = 400) -> int:
+    """A burst meets a controller that has never seen a call alone (a service just
+    started): a queue that never empties, answered either by a CPU-bound upstream (a pool
+    of 16 threads sharing one core: every second, the 16 oldest calls it holds answer
+    together, whatever the number in flight) or a latency-bound one (every call takes
+    0.2 s). Returns the limit at the end."""
+    now = [1000.0]
+    config = AdmissionConfig(max_concurrency=256, initial_limit=16, min_limit=16)
+    admission = AdmissionController(config, clock=lambda: now[0])
+    in_flight: list[Ticket] = []
+
+    async def wait() -> None:
+        with contextlib.suppress(Shed):
+            in_flight.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 1e6))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(answers + 300):
+            group.start_soon(wait)
+        await anyio.sleep(0.05)
+        done = 0
+        while done < answers:
+            if latency_bound:
+                now[0] += 0.01
+                due = [t for t in in_flight if now[0] - t.admitted >= 0.2]
+            else:
+                now[0] += 1.0
+                due = in_flight[:16]
+            for ticket in due:
+                in_flight.remove(ticket)
+                answer(admission, ticket)
+                done += 1
+            await anyio.sleep(0.001)
+        group.cancel_scope.cancel()
+    return admission.limit
+
+
+async def test_a_cpu_bound_upstream_met_cold_keeps_the_limit_where_it_started() -> None:
+    """Its calls take longer the more are sent (no more answers a second), so the limit
+    must not grow: every call above the upstream's own parallelism only queues there, and
+    the service times the deadline is judged by stop holding. Learnt under load, the
+    no-load time is the loaded one, and the tolerance alone would let the limit double."""
+    assert await run_burst(latency_bound=False) <= 24
+
+
+async def test_a_latency_bound_upstream_met_cold_gets_the_limit_its_calls_need() -> None:
+    """Every call takes 0.2 s however many run: more at once is more answers a second,
+    and the limit grows towards what the queue needs (Little's law)."""
+    assert await run_burst(latency_bound=True) >= 64
