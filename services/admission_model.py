@@ -85,27 +85,31 @@ class AdmissionConfig:
 
 
 class _WindowMin:
-    """The minimum of the samples of the last one to two ``window`` seconds, and the
-    concurrency it was seen at."""
+    """The minimum of the samples of the last one to two ``window`` seconds, with what was
+    seen along with it: the concurrency, and the pace (seconds per answer) of the moment."""
 
     __slots__ = ("_current", "_previous", "_started", "_window")
 
+    _EMPTY = (math.inf, 1.0, 0.0)
+
     def __init__(self, window: float) -> None:
         self._window = window
-        self._current = (math.inf, 1.0)
-        self._previous = (math.inf, 1.0)
+        self._current = self._EMPTY
+        self._previous = self._EMPTY
         self._started = -math.inf
 
-    def add(self, value: float, now: float, concurrency: float = 1.0) -> None:
+    def add(self, value: float, now: float, concurrency: float = 1.0, pace: float = 0.0) -> None:
         if now - self._started >= self._window:
-            self._previous, self._current, self._started = self._current, (math.inf, 1.0), now
-        self._current = min(self._current, (value, concurrency))
+            self._previous, self._current, self._started = self._current, self._EMPTY, now
+        self._current = min(self._current, (value, concurrency, pace))
 
     def value(self) -> float:
         return min(self._current, self._previous)[0]
 
-    def concurrency(self) -> float:
-        return min(self._current, self._previous)[1]
+    def seen_with(self) -> tuple[float, float]:
+        """The concurrency and the pace the minimum was seen with."""
+        _, concurrency, pace = min(self._current, self._previous)
+        return concurrency, pace
 
 
 @dataclass
@@ -225,19 +229,18 @@ class UpstreamModel:
 
     def _saturated(self, stats: _OperationStats, concurrency: float) -> bool:
         """More calls at once have stopped bringing more answers a second: well above the
-        concurrency the no-load time was seen at, answers come no more often than its service
-        time over that concurrency says they did there (the interval between answers
-        under load: a throughput over many answers, which per-call figures are not on a
-        pool of threads that answers in clumps). A CPU-bound
+        concurrency the no-load time was seen at, answers come no more often than they did
+        then (the slower of the interval between answers and each answer's service time
+        over the number in flight with it, against the latter's smoothed value at that
+        moment: what calls typically took then, not the fastest one). A CPU-bound
         upstream then only queues what it is sent, slower for every call. This is what
         holds the limit when the no-load time itself was learnt under load (a burst that
         meets a service just started, before any call ran alone): the tolerance compares
         service times with that loaded one, and would let the limit grow to twice it."""
-        seen_at = stats.noload.concurrency()
-        if concurrency <= seen_at * (1 + self.config.probe_headroom):
+        seen_at, then = stats.noload.seen_with()
+        if concurrency <= seen_at * (1 + self.config.probe_headroom) or then <= 0:
             return False  # near where it was seen: growing is how the limit probes
-        pace = max(self.gap(), self.per_slot)
-        return pace >= self.config.saturation * stats.noload.value() / seen_at
+        return max(self.gap(), self.per_slot) >= self.config.saturation * then
 
     # -- what the controller tells it -------------------------------------------------
 
@@ -290,7 +293,7 @@ class UpstreamModel:
         self.ewma = rtt if self.ewma == 0 else (1 - weight) * self.ewma + weight * rtt
         slot = rtt / concurrency
         self.per_slot = slot if self.per_slot == 0 else (1 - weight) * self.per_slot + weight * slot
-        stats.noload.add(rtt, now, concurrency)
+        stats.noload.add(rtt, now, concurrency, self.per_slot)
         noload = stats.noload.value()
         if stats.ewma <= 0 or math.isinf(noload):
             return
