@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -73,8 +74,11 @@ class AdmissionController:
         self.config = config
         self._clock = clock
         self._on_shed = on_shed
-        self.in_flight = 0
         self._running: set[Ticket] = set()  # the tickets in flight (probes included)
+        # The deadlines of the calls in flight (probes aside), earliest first; a released
+        # ticket's entry is dropped when it reaches the top.
+        self._deadlines: list[tuple[float, int, Ticket]] = []
+        self._granted = 0
         # Slot-seconds held so far (the integral of in_flight over time): a call's mean
         # concurrency over its life is the growth of this over its duration.
         self._occupancy = 0.0
@@ -91,6 +95,11 @@ class AdmissionController:
         self.shed_counts: collections.Counter[str] = collections.Counter()
 
     # -- what readiness and metrics read ----------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot now (probes and calls whose caller gave up included)."""
+        return len(self._running)
 
     @property
     def limit(self) -> int:
@@ -153,9 +162,9 @@ class AdmissionController:
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Granted just as the wait ended: the slot goes to the next one.
                 assert waiter.ticket is not None
-                self._running.discard(waiter.ticket)
+                waiter.ticket.released = True
                 self._advance(self._clock())
-                self.in_flight -= 1
+                self._running.discard(waiter.ticket)
                 self._dispatch()
             else:
                 self._remove(waiter)
@@ -177,13 +186,12 @@ class AdmissionController:
         if ticket.released:
             return
         ticket.released = True
-        self._running.discard(ticket)
         now = self._clock()
         occupancy = self._advance(now)
         held = now - ticket.admitted
         # The calls in flight with this one, on average over its life.
         concurrency = (occupancy - ticket.occupancy) / held if held > 0 else self.in_flight
-        self.in_flight -= 1
+        self._running.discard(ticket)
         if ticket.started and outcome is Outcome.ANSWERED:
             self.model.learn(
                 ticket.operation,
@@ -241,16 +249,30 @@ class AdmissionController:
             deadline=deadline,
         )
         self._running.add(ticket)
+        if priority is not Priority.PROBE:
+            self._granted += 1
+            heapq.heappush(self._deadlines, (deadline, self._granted, ticket))
         return ticket
 
     def _crowds(self, now: float) -> bool:
         """One more call in flight would make a call already sent end past its deadline
-        (``UpstreamModel.crowded``): it waits instead of turning them into 504s."""
+        (``UpstreamModel.crowded``): it waits instead of turning them into 504s. Every call
+        in flight is looked at only when the earliest deadline among them is nearer than
+        the longest call could take: an admission costs O(1) while deadlines are far."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].released:
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return False
+        concurrency = self.in_flight + 1
+        spare = 1 + self.config.dispatch_margin
+        if now + self.model.longest(concurrency) * spare <= deadlines[0][0]:
+            return False
         return self.model.crowded(
             (t for t in self._running if t.priority is not Priority.PROBE),
             now,
-            self.in_flight + 1,
-            1 + self.config.dispatch_margin,
+            concurrency,
+            spare,
         )
 
     def _can_start(self, priority: Priority) -> bool:
@@ -299,13 +321,12 @@ class AdmissionController:
         return now + starts_after * gap + service
 
     def _take_slot(self, now: float) -> float:
-        """One more call in flight from ``now``; the slot-seconds integral at that moment."""
+        """A call is about to take a slot at ``now`` (before its ticket joins those in
+        flight): the slot-seconds integral at that moment."""
         if self.in_flight == 0:
             self.model.started_from_idle(now)
         self.model.validate(now, self.in_flight)
-        occupancy = self._advance(now)
-        self.in_flight += 1
-        return occupancy
+        return self._advance(now)
 
     def _advance(self, now: float) -> float:
         """The slot-seconds integral up to ``now`` (call before ``in_flight`` changes)."""

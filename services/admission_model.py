@@ -198,6 +198,11 @@ class UpstreamModel:
         estimate = max(self.noload(operation), concurrency * gap)
         return estimate if self.observed() else min(self.smoothed(operation), estimate)
 
+    def longest(self, concurrency: int) -> float:
+        """An upper bound on ``service`` for any operation at ``concurrency``."""
+        noload = max((self.noload(op) for op in self._ops), default=0.0)
+        return max(noload, concurrency * self.gap())
+
     def crowded(
         self, calls: Iterable[InFlight], now: float, concurrency: int, spare: float
     ) -> bool:
