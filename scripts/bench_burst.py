@@ -42,13 +42,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from scripts.devstack import Stack, free_port, wait_http
+from scripts.devstack import Stack, free_port, seed_users, wait_http
 from tests.support.faultproxy import FaultProxy, Mode
 
 PASSWORD = "Bench-password-1"
@@ -186,26 +185,6 @@ class Sampler:
             f"{max(s[3] for s in busy):.0f}, at the limit in "
             f"{sum(1 for s in busy if s[2] >= s[1]) / len(busy):.0%} of samples"
         )
-
-
-def seed(supabase: Mapping[str, str], count: int, prefix: str) -> list[str]:
-    # A new project's secret key goes in ``apikey`` alone (it is not a JWT).
-    headers = {"apikey": supabase["SUPABASE_SECRET_KEY"]}
-    emails = [f"{prefix}-{index}@example.com" for index in range(count)]
-
-    def create(email: str) -> None:
-        response = httpx.post(
-            supabase["SUPABASE_URL"] + "/auth/v1/admin/users",
-            headers=headers,
-            json={"email": email, "password": PASSWORD, "email_confirm": True},
-            timeout=60,
-        )
-        if response.status_code not in (200, 422):
-            raise RuntimeError(f"seeding failed: {response.status_code} {response.text}")
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(create, emails))
-    return emails
 
 
 def start_app(stack: Stack, supabase: Mapping[str, str], redis_url: str, auth_url: str) -> str:
@@ -499,7 +478,7 @@ def main() -> None:
             try:
                 redis_url = stack.redis_url()
                 supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "10"})
-                emails = seed(supabase, max(sizes), "burst")
+                emails = seed_users(supabase, max(sizes), "burst", PASSWORD)
                 upstream = supabase["SUPABASE_URL"]
                 app = start_app(stack, supabase, redis_url, upstream)
                 direct, through = sides(supabase, upstream, app)
@@ -516,7 +495,7 @@ def main() -> None:
             try:
                 redis_url = stack.redis_url()
                 supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
-                emails = seed(supabase, args.clients, "latency")
+                emails = seed_users(supabase, args.clients, "latency", PASSWORD)
                 port = int(supabase["SUPABASE_URL"].rsplit(":", 1)[1])
                 with FaultProxy("127.0.0.1", port) as proxy:
                     proxy.set_mode(Mode.LATENCY, latency=0.2)

@@ -207,25 +207,25 @@ MiB PSS: pages shared with the supervisor after the fork count once) and the sup
 
 
 def login_overhead(report: Report, bench: Bench, supabase: dict[str, str], redis_url: str) -> None:
-    from scripts.bench_login import measure
-    from scripts.devstack import seed_demo_user
+    from scripts.bench_login import HOP, PASSWORD, measure
+    from scripts.devstack import seed_users
 
     count = 100 if report.quick else 300
+    emails = seed_users(supabase, 50, "report-login", PASSWORD)
     # Lockout and rate limiting on, as in production; the limits are raised because one
     # client signs in hundreds of times a minute.
-    seed_demo_user(supabase)
     app = bench.ours("login", supabase, redis_url, env={"RATE_LIMITS": LOGIN_RULES}, cpus=None)
     # The same app without the limiter and the lockout guard: what those Redis calls cost.
     off = {"RATE_LIMIT_ENABLED": "false", "LOCKOUT_ENABLED": "false"}
     bare_login = bench.ours("login-noguard", supabase, redis_url, env=off, cpus=None)
     started = load_note()
-    login = "/api/v1/auth/login"
-    result = measure(app.url + login, supabase, count, {"unguarded": bare_login.url + login})
+    result = measure(app.url, supabase, emails, count, {"unguarded": bare_login.url})
     report.data["login"] = {
         name: {"p50_ms": statistics.median(v), "p99_ms": percentile(v, 0.99)}
         for name, v in result.items()
     }
     direct, through, unguarded = result["direct"], result["app"], result["unguarded"]
+    hop = statistics.median(result[HOP])
     added = statistics.median(through) - statistics.median(direct)
     guards = statistics.median(through) - statistics.median(unguarded)
 
@@ -239,19 +239,28 @@ def login_overhead(report: Report, bench: Bench, supabase: dict[str, str], redis
 Reproduce: `scripts/bench_report --only login_overhead` (machine: see the top of this page).
 
 {count} sequential password logins each way, interleaved (app, direct, app, direct, ...),
+rotating over {len(emails)} accounts (each holds a handful of sessions, as real accounts do),
 localauth with bcrypt cost 4 so hashing does not drown the difference; the app runs with the
 rate limiter and the lockout guard on and writes the session record as in production; {started}.
 
 **Added by the app: p50 {added:.2f} ms** (p50 direct {statistics.median(direct):.2f} ms,
 through the app {statistics.median(through):.2f} ms; p99 {percentile(direct, 0.99):.2f} /
-{percentile(through, 0.99):.2f} ms). Of that, the rate limiter and the lockout guard (two
-Redis scripts before the upstream call; after it, a lockout write only when there is something
-to clear or to remember) account for {guards:.2f} ms: the same
-app with both off, interleaved in the same loop, answers in
-{statistics.median(unguarded):.2f} ms p50. The rest is the extra HTTP hop (client → app →
-upstream instead of client → upstream), the session writes after the upstream answers (one
-round trip: the session record and the refresh-token index in parallel) and
-redis-py's CPU per command; see [performance.md](performance.md#login).
+{percentile(through, 0.99):.2f} ms).
+
+- **The extra HTTP hop: {hop:.2f} ms.** A proxy makes one more HTTP exchange than a client
+  calling the upstream itself (client → app → upstream). Its floor is a `GET /health/live`
+  through the app, interleaved in the same loop: one request written and read by an HTTP
+  client, one parsed and answered by the app's server, and the wake-ups between them.
+- **The app's own work: {added - hop:.2f} ms** above that: the thread hop to the SDK and
+  its parsing of the answer, the session writes after the upstream answers (one round
+  trip: the session record and the refresh-token index in one pipeline), and the guards.
+- **The rate limiter and the lockout guard: {guards:.2f} ms** of it (two Redis scripts
+  before the upstream call; after it, a lockout write only when there is something to clear
+  or to remember): the same app with both off answers in
+  {statistics.median(unguarded):.2f} ms p50.
+
+Where the app's work goes, span by span: `uv run python -m scripts.profile_login`; see
+[performance.md](performance.md#login).
 
 {report.plot("login", draw)}
 """)

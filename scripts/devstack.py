@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,25 @@ def seed_demo_user(supabase: Mapping[str, str]) -> None:
     )
     if response.status_code not in (200, 422):  # 422: already there from an earlier run
         sys.exit(f"dev: could not create the demo user: {response.status_code} {response.text}")
+
+
+def seed_users(supabase: Mapping[str, str], count: int, prefix: str, password: str) -> list[str]:
+    """``count`` confirmed users ``{prefix}-{i}@example.com`` (kept if already there)."""
+    emails = [f"{prefix}-{index}@example.com" for index in range(count)]
+
+    def create(email: str) -> None:
+        response = httpx.post(
+            supabase["SUPABASE_URL"] + "/auth/v1/admin/users",
+            headers=admin_headers(supabase),
+            json={"email": email, "password": password, "email_confirm": True},
+            timeout=60,
+        )
+        if response.status_code not in (200, 422):
+            raise RuntimeError(f"seeding failed: {response.status_code} {response.text}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, emails))
+    return emails
 
 
 def main() -> None:
