@@ -90,7 +90,8 @@ class _WindowMin:
 
     __slots__ = ("_current", "_previous", "_started", "_window")
 
-    _EMPTY = (math.inf, 1.0, 0.0)
+    _EMPTY = (math.inf, math.inf, 0.0)
+    TIE = 0.05  # samples within this share of the minimum are the same speed
 
     def __init__(self, window: float) -> None:
         self._window = window
@@ -101,7 +102,15 @@ class _WindowMin:
     def add(self, value: float, now: float, concurrency: float = 1.0, pace: float = 0.0) -> None:
         if now - self._started >= self._window:
             self._previous, self._current, self._started = self._current, self._EMPTY, now
-        self._current = min(self._current, (value, concurrency, pace))
+        best, seen_at, _ = self._current
+        if value < best * (1 - self.TIE) or (value <= best and concurrency <= seen_at):
+            self._current = (value, concurrency, pace)
+        elif value <= best and concurrency > seen_at:
+            # As fast within noise, but with more calls at once: a call that found the
+            # upstream's workers free as others left (a pool of 16 bcrypt threads serves
+            # a 30th call in the same time as the 16th). The minimum stays where fewer calls
+            # ran, so saturation is still judged against the concurrency that earned it.
+            self._current = (value, seen_at, self._current[2])
 
     def value(self) -> float:
         return min(self._current, self._previous)[0]
@@ -245,7 +254,11 @@ class UpstreamModel:
         seen_at, then = stats.noload.seen_with()
         if concurrency <= seen_at * (1 + self.config.probe_headroom) or then <= 0:
             return False  # near where it was seen: growing is how the limit probes
-        return max(self.gap(), self.per_slot) >= self.config.saturation * then
+        return self._pace() >= self.config.saturation * then
+
+    def _pace(self) -> float:
+        """Seconds per answer now, the slower of the two estimates (``_saturated``)."""
+        return max(self.gap(), self.per_slot)
 
     # -- what the controller tells it -------------------------------------------------
 
@@ -306,8 +319,15 @@ class UpstreamModel:
         allowed = self.config.tolerance * noload + self.config.latency_slack
         gradient = min(1.0, max(0.5, allowed / stats.ewma))
         target = limit * gradient + math.sqrt(limit)
-        if in_flight * 2 < limit or self._saturated(stats, concurrency):
+        if in_flight * 2 < limit:
             target = min(target, limit)  # grow only when the limit is what binds
+        elif self._saturated(stats, concurrency):
+            # More calls bring no more answers: by Little's law the upstream keeps busy
+            # with no-load time over the time between answers, and every call above that
+            # (and the probing headroom) only waits inside it. The limit comes back down
+            # there instead of holding where the probing overshot.
+            usable = (1 + self.config.probe_headroom) * noload / self._pace()
+            target = min(target, limit, max(usable, float(self.config.min_limit)))
         smoothing = self.config.smoothing
         limit = (1 - smoothing) * limit + smoothing * target
         self.limit = min(float(self.config.max_concurrency), max(self.config.min_limit, limit))

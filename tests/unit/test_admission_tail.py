@@ -161,12 +161,14 @@ async def test_a_probe_is_never_held_back_by_the_calls_in_flight() -> None:
         admission.release(ticket, Outcome.NONE)
 
 
-async def run_burst(latency_bound: bool, answers: int = 400) -> int:
+async def run_burst(latency_bound: bool, answers: int = 400, *, jitter: float = 0.0) -> int:
     """A burst meets a controller that has never seen a call alone (a service just
     started): a queue that never empties, answered either by a CPU-bound upstream (a pool
     of 16 threads sharing one core: every second, the 16 oldest calls it holds answer
     together, whatever the number in flight) or a latency-bound one (every call takes
-    0.2 s). Returns the limit at the end."""
+    0.2 s). ``jitter``: every third batch of the CPU-bound upstream comes that much early
+    (a shared core: its calls look a little faster than the unloaded ones, with more in
+    flight). Returns the limit at the end."""
     now = [1000.0]
     config = AdmissionConfig(max_concurrency=256, initial_limit=16, min_limit=16)
     admission = AdmissionController(config, clock=lambda: now[0])
@@ -186,7 +188,7 @@ async def run_burst(latency_bound: bool, answers: int = 400) -> int:
                 now[0] += 0.01
                 due = [t for t in in_flight if now[0] - t.admitted >= 0.2]
             else:
-                now[0] += 1.0
+                now[0] += 1.0 - (jitter if done % 48 == 32 else 0.0)
                 due = in_flight[:16]
             for ticket in due:
                 in_flight.remove(ticket)
@@ -205,7 +207,33 @@ async def test_a_cpu_bound_upstream_met_cold_keeps_the_limit_where_it_started() 
     assert await run_burst(latency_bound=False) <= 24
 
 
+async def test_a_cpu_bound_upstream_that_looks_a_little_faster_under_load_still_holds() -> None:
+    """Some batches come a little early, so the fastest call was seen with more calls in
+    flight than the first ones ran with; and the probing overshoots before the first
+    answers say anything. Neither may lift the limit: calls as fast within noise are judged
+    at the concurrency the first of them ran at, and once more calls bring no more answers
+    the limit comes back to what the upstream keeps busy with (Little's law), rather than
+    holding where it overshot."""
+    assert await run_burst(latency_bound=False, jitter=0.03) <= 24
+
+
 async def test_a_latency_bound_upstream_met_cold_gets_the_limit_its_calls_need() -> None:
     """Every call takes 0.2 s however many run: more at once is more answers a second,
     and the limit grows towards what the queue needs (Little's law)."""
     assert await run_burst(latency_bound=True) >= 64
+
+
+def test_the_no_load_time_stays_with_the_fewest_calls_that_earned_it() -> None:
+    """A call as fast as the fastest within noise, seen with more calls at once, keeps the
+    minimum's concurrency (and lowers its value); a clearly faster one replaces both."""
+    from services.admission_model import _WindowMin
+
+    window = _WindowMin(30.0)
+    window.add(1.00, 0.0, concurrency=16, pace=0.0625)
+    window.add(0.98, 1.0, concurrency=29, pace=0.034)
+    assert window.value() == 0.98
+    assert window.seen_with() == (16, 0.0625)
+    window.add(0.50, 2.0, concurrency=4, pace=0.125)
+    assert (window.value(), window.seen_with()) == (0.50, (4, 0.125))
+    window.add(0.40, 3.0, concurrency=20, pace=0.02)  # 20 % faster: a new minimum
+    assert (window.value(), window.seen_with()) == (0.40, (20, 0.02))
