@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import os
 import pstats
@@ -20,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,14 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/hello", _hello)])
 
 
-def scope_for(path: str, headers: list[tuple[bytes, bytes]], app: Any) -> dict[str, Any]:
+def scope_for(
+    path: str, headers: list[tuple[bytes, bytes]], app: Any, method: str = "GET"
+) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -208,27 +211,35 @@ async def run(settings_env: dict[str, str], requests: int, rounds: int, profile:
     print(f"  added by the policy/app  : {me - bare:7.1f} µs")
 
 
+@contextlib.contextmanager
+def profiling_stack() -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """A private redis-server and localauth (bcrypt cost 4) for an app built in process:
+    localauth's settings, and the app's environment over them."""
+    with tempfile.TemporaryDirectory(prefix="sg-prof-") as tmp, private_redis(Path(tmp)) as url:
+        stack = Stack(Path(tmp))
+        try:
+            supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
+            env = {
+                **supabase,
+                "REDIS_URL": url,
+                "REDIS_KEY_PREFIX": "prof:",
+                "LOG_LEVEL": "warning",
+            }
+            yield supabase, env
+        finally:
+            stack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sg-prof-") as tmp, private_redis(Path(tmp)) as url:
-        stack = Stack(Path(tmp))
-        try:
-            supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
-            seed_demo_user(supabase)
-            env = {
-                **{k: v for k, v in os.environ.items() if k.startswith("PROFILE_")},
-                **supabase,
-                "REDIS_URL": url,
-                "REDIS_KEY_PREFIX": "prof:",
-                "LOG_LEVEL": "warning",
-            }
-            asyncio.run(run(env, args.requests, args.rounds, args.profile))
-        finally:
-            stack.stop()
+    with profiling_stack() as (supabase, env):
+        seed_demo_user(supabase)
+        tuning = {k: v for k, v in os.environ.items() if k.startswith("PROFILE_")}
+        asyncio.run(run({**tuning, **env}, args.requests, args.rounds, args.profile))
 
 
 if __name__ == "__main__":

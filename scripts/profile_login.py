@@ -19,18 +19,16 @@ import collections
 import functools
 import json
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from scripts.bench_login import PASSWORD
-from scripts.devstack import Stack, free_port, public_key, seed_users
-from scripts.privateredis import private_redis
+from scripts.devstack import public_key, seed_users
+from scripts.profile_hotpath import profiling_stack, scope_for
 
 Spans = collections.defaultdict[str, list[float]]
 
@@ -113,28 +111,12 @@ def instrument(spans: Spans) -> None:
     timed_async(spans, AuthService, "login", "AuthService.login")
 
 
-def login_scope(app: Any, body: bytes) -> dict[str, Any]:
-    path = "/api/v1/auth/login"
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"user-agent", b"profile-login"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "app": app,
-    }
+def login_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"user-agent", b"profile-login"),
+    ]
 
 
 async def run(env: Mapping[str, str], emails: Sequence[str], count: int) -> None:
@@ -161,7 +143,8 @@ async def run(env: Mapping[str, str], emails: Sequence[str], count: int) -> None
                         statuses.append(message["status"])
 
                 started = time.perf_counter()
-                await app(login_scope(app, body), receive, send)
+                scope = scope_for("/api/v1/auth/login", login_headers(body), app, "POST")
+                await app(scope, receive, send)
                 through = time.perf_counter() - started
                 started = time.perf_counter()
                 # Blocking on purpose: nothing else runs on this loop meanwhile, and the SDK's
@@ -204,21 +187,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--users", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sg-prof-") as tmp, private_redis(Path(tmp)) as url:
-        stack = Stack(Path(tmp))
-        try:
-            supabase = stack.localauth(free_port(), {"LOCALAUTH_BCRYPT_COST": "4"})
-            emails = seed_users(supabase, args.users, "profile-login", PASSWORD)
-            env = {
-                **supabase,
-                "REDIS_URL": url,
-                "REDIS_KEY_PREFIX": "prof:",
-                "LOG_LEVEL": "warning",
-                "RATE_LIMITS": "login=1000000/60",
-            }
-            asyncio.run(run(env, emails, args.requests))
-        finally:
-            stack.stop()
+    with profiling_stack() as (supabase, env):
+        emails = seed_users(supabase, args.users, "profile-login", PASSWORD)
+        limits = {"RATE_LIMITS": "login=1000000/60"}
+        asyncio.run(run({**env, **limits}, emails, args.requests))
 
 
 if __name__ == "__main__":

@@ -102,15 +102,17 @@ class _WindowMin:
     def add(self, value: float, now: float, concurrency: float = 1.0, pace: float = 0.0) -> None:
         if now - self._started >= self._window:
             self._previous, self._current, self._started = self._current, self._EMPTY, now
-        best, seen_at, _ = self._current
-        if value < best * (1 - self.TIE) or (value <= best and concurrency <= seen_at):
+        best, seen_at, seen_pace = self._current
+        if value > best:
+            return
+        if value < best * (1 - self.TIE) or concurrency <= seen_at:
             self._current = (value, concurrency, pace)
-        elif value <= best and concurrency > seen_at:
+        else:
             # As fast within noise, but with more calls at once: a call that found the
             # upstream's workers free as others left (a pool of 16 bcrypt threads serves
             # a 30th call in the same time as the 16th). The minimum stays where fewer calls
             # ran, so saturation is still judged against the concurrency that earned it.
-            self._current = (value, seen_at, self._current[2])
+            self._current = (value, seen_at, seen_pace)
 
     def value(self) -> float:
         return min(self._current, self._previous)[0]
@@ -241,7 +243,7 @@ class UpstreamModel:
             return stats.ewma
         return self.ewma
 
-    def _saturated(self, stats: _OperationStats, concurrency: float) -> bool:
+    def _saturated(self, stats: _OperationStats, concurrency: float, pace: float) -> bool:
         """More calls at once have stopped bringing more answers a second: well above the
         concurrency the no-load time was seen at, answers come no more often than they did
         then (the slower of the interval between answers and each answer's service time
@@ -254,10 +256,11 @@ class UpstreamModel:
         seen_at, then = stats.noload.seen_with()
         if concurrency <= seen_at * (1 + self.config.probe_headroom) or then <= 0:
             return False  # near where it was seen: growing is how the limit probes
-        return self._pace() >= self.config.saturation * then
+        return pace >= self.config.saturation * then
 
     def _pace(self) -> float:
-        """Seconds per answer now, the slower of the two estimates (``_saturated``)."""
+        """Seconds per answer now: the slower of the interval between answers and each
+        answer's service time over the number in flight with it."""
         return max(self.gap(), self.per_slot)
 
     # -- what the controller tells it -------------------------------------------------
@@ -321,12 +324,12 @@ class UpstreamModel:
         target = limit * gradient + math.sqrt(limit)
         if in_flight * 2 < limit:
             target = min(target, limit)  # grow only when the limit is what binds
-        elif self._saturated(stats, concurrency):
+        elif self._saturated(stats, concurrency, pace := self._pace()):
             # More calls bring no more answers: by Little's law the upstream keeps busy
             # with no-load time over the time between answers, and every call above that
             # (and the probing headroom) only waits inside it. The limit comes back down
             # there instead of holding where the probing overshot.
-            usable = (1 + self.config.probe_headroom) * noload / self._pace()
+            usable = (1 + self.config.probe_headroom) * noload / pace
             target = min(target, limit, max(usable, float(self.config.min_limit)))
         smoothing = self.config.smoothing
         limit = (1 - smoothing) * limit + smoothing * target
