@@ -140,7 +140,9 @@ class AdmissionController:
         if self.queued >= self.config.max_queue:
             raise self._shed("queue_full", priority, f"{self.queued} calls already wait")
         ahead = self._ahead_of_new(priority)
-        predicted = self._predicted_finish(operation, ahead, now)
+        predicted = self._predicted_finish(
+            operation, ahead, now, behind=self.queued - ahead, work=self._work_in_flight(now)
+        )
         if self._hopeless(predicted, deadline, now, self.config.arrival_margin):
             raise self._shed(
                 "deadline",
@@ -299,26 +301,17 @@ class AdmissionController:
         long still ends at the deadline)."""
         return predicted - now > (deadline - now) * (1 + margin)
 
-    def _predicted_finish(self, operation: str, ahead: int, now: float) -> float:
-        """When a call with ``ahead`` calls before it would be over: it starts after
-        ``ahead + 1`` calls complete (and, once the limit has just shrunk, after the calls in
-        flight above it), at the current throughput, then takes its own time. A refusal is
-        final and a wait costs no thread, so the throughput is the faster of the two
-        estimates: the intervals between answers (which clump on a pool of bcrypt threads:
-        a window may hold two long pauses for one) and each answer's service time over
-        the number in flight with it (Little's law, call by call)."""
-        gap = self.model.gap()
-        if self.model.per_slot:
-            gap = min(gap, self.model.per_slot)
-        starts_after = ahead + 1 + max(0, self.in_flight - self.limit)
-        # At the concurrency it will run at: the limit, or fewer while sending holds back
-        # (at a burst's tail calls wait for those in flight to thin out, so the queue is
-        # not refused as though they would all run with it).
-        running = min(self.limit, self.in_flight + 1)
-        service = max(
-            self.model.service(operation, gap, running), self.model.silence(now, self.in_flight)
+    def _work_in_flight(self, now: float) -> float:
+        return self.model.work_left(
+            (t for t in self._running if t.priority is not Priority.PROBE), now
         )
-        return now + starts_after * gap + service
+
+    def _predicted_finish(
+        self, operation: str, ahead: int, now: float, *, behind: int, work: float
+    ) -> float:
+        return self.model.finish(
+            operation, now, ahead=ahead, behind=behind, in_flight=self.in_flight, work=work
+        )
 
     def _take_slot(self, now: float) -> float:
         """A call is about to take a slot at ``now`` (before its ticket joins those in
@@ -405,12 +398,17 @@ class AdmissionController:
         self._timer = None
         now = self._clock()
         ahead = 0
+        behind = self.queued
+        work = self._work_in_flight(now)
         for priority in (Priority.CONTROL, Priority.NORMAL):
             queue = self._queues[priority]
             order = reversed(queue) if priority is Priority.NORMAL and self.lifo else queue
             doomed: list[tuple[_Waiter, float, int]] = []
             for waiter in order:
-                predicted = self._predicted_finish(waiter.operation, ahead, now)
+                behind -= 1
+                predicted = self._predicted_finish(
+                    waiter.operation, ahead, now, behind=behind, work=work
+                )
                 if self._hopeless(predicted, waiter.deadline, now, self.config.shed_margin):
                     doomed.append((waiter, predicted, ahead))
                 else:

@@ -237,6 +237,54 @@ class UpstreamModel:
                 return True
         return False
 
+    @staticmethod
+    def work_left(calls: Iterable[InFlight], now: float) -> float:
+        """What ``calls`` (those in flight) still have to do, in calls: the sum of the
+        shares of their predicted service still ahead of them (all of it when too little
+        was observed to predict)."""
+        work = 0.0
+        for call in calls:
+            if call.expected > 0:
+                work += max(0.0, 1.0 - (now - call.admitted) / call.expected)
+            else:
+                work += 1.0
+        return work
+
+    def finish(
+        self, operation: str, now: float, *, ahead: int, behind: int, in_flight: int, work: float
+    ) -> float:
+        """When a queued call with ``ahead`` calls before it and ``behind`` after it would be
+        over, ``in_flight`` calls being out with ``work`` (``work_left``) still to do. It
+        starts after ``ahead + 1`` calls complete (and, once the limit has just shrunk,
+        after the calls in flight above it), at the current throughput, then takes its
+        own time. A refusal is final and a wait costs no thread, so the throughput is the
+        faster of the two estimates: the intervals between answers (which clump on a pool
+        of bcrypt threads: a window may hold two long pauses for one) and each answer's
+        service time over the number in flight with it (Little's law, call by call)."""
+        limit = int(self.limit)
+        gap = self.gap()
+        if self.per_slot:
+            gap = min(gap, self.per_slot)
+        starts_after = ahead + 1 + max(0, in_flight - limit)
+        # At the concurrency it will run at: the limit, or fewer while sending holds back
+        # (at a burst's tail calls wait for those in flight to thin out, so the queue is
+        # not refused as though they would all run with it).
+        running = min(limit, in_flight + 1)
+        silence = self.silence(now, in_flight)
+        pipeline = starts_after * gap + max(self.service(operation, gap, running), silence)
+        # At a burst's tail fewer calls follow it than the limit holds: on a CPU-bound
+        # upstream it ends once the work ahead of it (what the calls in flight have left,
+        # and the calls before it), its own, and on average half of that of the calls
+        # sent after it that run along with it is done, an answer a gap apart. It cannot
+        # end before it has started and run its unloaded time, though (a latency-bound
+        # upstream's calls take that however few run).
+        sharing = min(behind, max(0, limit - 1)) / 2
+        drained = max(
+            (work + ahead + 1 + sharing) * gap,
+            starts_after * gap + max(self.noload(operation), silence),
+        )
+        return now + min(pipeline, drained)
+
     def smoothed(self, operation: str) -> float:
         stats = self._ops.get(operation)
         if stats is not None and stats.samples:
@@ -331,6 +379,13 @@ class UpstreamModel:
             # there instead of holding where the probing overshot.
             usable = (1 + self.config.probe_headroom) * noload / pace
             target = min(target, limit, max(usable, float(self.config.min_limit)))
+        else:
+            # A limit is earned by calls that used it: at most the probing headroom above
+            # the concurrency this call ran at. A batch of answers that come together (a
+            # pool of bcrypt threads ends its calls at once) would otherwise grow it by a
+            # step each, 16 to 31 before any call has run at 20, and every call above the
+            # upstream's own parallelism waits inside it, unseen, towards a 504.
+            target = min(target, max(limit, (1 + self.config.probe_headroom) * concurrency))
         smoothing = self.config.smoothing
         limit = (1 - smoothing) * limit + smoothing * target
         self.limit = min(float(self.config.max_concurrency), max(self.config.min_limit, limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from typing import Any
 
@@ -29,18 +30,6 @@ def controller(**overrides: object) -> AdmissionController:
     return AdmissionController(AdmissionConfig(**values))  # type: ignore[arg-type]
 
 
-async def serve(admission: AdmissionController, seconds: float, *, count: int) -> None:
-    """``count`` calls that each took ``seconds`` of service, run at the full limit."""
-    for _ in range(count):
-        tickets = [
-            await admission.acquire("sign_in", Priority.NORMAL, time.monotonic() + 60)
-            for _ in range(admission.limit)
-        ]
-        for ticket in tickets:
-            ticket.started = time.monotonic() - seconds
-            admission.release(ticket, Outcome.ANSWERED)
-
-
 def clocked(**config: Any) -> tuple[AdmissionController, list[float]]:
     """A controller on a clock that moves only when the test moves ``now[0]``."""
     now = [1000.0]
@@ -60,25 +49,45 @@ async def answer_alone(admission: AdmissionController, now: list[float], took: f
     answer(admission, ticket, now, took)
 
 
+async def load(
+    admission: AdmissionController, now: list[float], seconds: float, took: float = 0.2
+) -> None:
+    """Batches of calls at the full limit, each taking ``took``, for ``seconds``."""
+    end = now[0] + seconds
+    while now[0] < end:
+        tickets = []
+        while admission.in_flight < admission.limit:
+            tickets.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60))
+        now[0] += took
+        for ticket in tickets:
+            answer(admission, ticket, now, took)
+
+
 async def test_limit_grows_while_calls_stay_as_fast_as_unloaded() -> None:
     """A latency-bound upstream (every call 0.2 s however many run): the limit climbs
-    towards the thread bound, as Little's law asks."""
-    admission = controller()
-    await serve(admission, 0.2, count=40)
-    assert admission.limit >= 48
+    towards the thread bound, as Little's law asks, by at most the probing headroom over
+    the concurrency the answering calls ran at: a limit is earned by calls that used it."""
+    admission, now = clocked(max_concurrency=64, initial_limit=8, min_limit=2)
+    grown = [admission.limit]
+    for _ in range(15):
+        await load(admission, now, 0.2)
+        grown.append(admission.limit)
+    assert grown[-1] >= 48
+    assert all(b <= a * 1.25 + 1 for a, b in itertools.pairwise(grown))
 
 
 async def test_limit_shrinks_when_calls_slow_down_and_on_timeouts() -> None:
     """Calls taking 4x their no-load time pull the limit down; timeouts cut it further,
     never below min_limit."""
-    admission = controller(initial_limit=32)
-    await serve(admission, 0.05, count=2)
+    admission, now = clocked(max_concurrency=64, initial_limit=32, min_limit=2)
+    await load(admission, now, 0.1, took=0.05)
     high = admission.limit
-    await serve(admission, 0.2, count=20)
+    await load(admission, now, 4.0, took=0.2)
     assert admission.limit < high / 2
     for _ in range(50):
-        ticket = await admission.acquire("sign_in", Priority.NORMAL, time.monotonic() + 60)
-        ticket.started = time.monotonic() - 1
+        ticket = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60)
+        ticket.started = now[0]
+        now[0] += 1
         admission.release(ticket, Outcome.OVERLOAD)
     assert admission.limit == 2
 
@@ -359,22 +368,10 @@ async def test_a_limit_left_unused_returns_to_where_it_started() -> None:
     a burst arriving then starts from the initial limit, not from every slot at once,
     and grows again as its own answers allow. A limit in use never decays."""
     admission, now = clocked(max_concurrency=64, initial_limit=8, min_limit=2)
-
-    async def load(seconds: float) -> None:
-        """Calls at the full limit, 0.2 s each (as fast as unloaded), for ``seconds``."""
-        end = now[0] + seconds
-        while now[0] < end:
-            tickets = []
-            while admission.in_flight < admission.limit:
-                tickets.append(await admission.acquire("sign_in", Priority.NORMAL, now[0] + 60))
-            now[0] += 0.2
-            for ticket in tickets:
-                answer(admission, ticket, now, 0.2)
-
-    await load(3.0)
+    await load(admission, now, 3.0)
     earned = admission.limit
     assert earned >= 48
-    await load(5.0)  # used all along: nothing decays
+    await load(admission, now, 5.0)  # used all along: nothing decays
     assert admission.limit >= earned
     now[0] += 3.0  # three quiet half-lives
     first = await admission.acquire("sign_in", Priority.NORMAL, now[0] + 5)
