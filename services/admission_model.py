@@ -84,6 +84,14 @@ class AdmissionConfig:
     min_gap_samples: int = 16
 
 
+def _share_left(call: InFlight, now: float) -> float:
+    """The share of a call's predicted service still ahead of it (all of it when too
+    little was observed to predict)."""
+    if call.expected <= 0:
+        return 1.0
+    return max(0.0, 1.0 - (now - call.admitted) / call.expected)
+
+
 class _WindowMin:
     """The minimum of the samples of the last one to two ``window`` seconds, with what was
     seen along with it: the concurrency, and the pace (seconds per answer) of the moment."""
@@ -230,25 +238,15 @@ class UpstreamModel:
             service = full.get(call.operation)
             if service is None:
                 service = full[call.operation] = self.service(call.operation, gap, concurrency)
-            ahead = 1.0
-            if call.expected > 0:
-                ahead = max(0.0, 1.0 - (now - call.admitted) / call.expected)
-            if now + ahead * service * spare > call.deadline:
+            if now + _share_left(call, now) * service * spare > call.deadline:
                 return True
         return False
 
     @staticmethod
     def work_left(calls: Iterable[InFlight], now: float) -> float:
         """What ``calls`` (those in flight) still have to do, in calls: the sum of the
-        shares of their predicted service still ahead of them (all of it when too little
-        was observed to predict)."""
-        work = 0.0
-        for call in calls:
-            if call.expected > 0:
-                work += max(0.0, 1.0 - (now - call.admitted) / call.expected)
-            else:
-                work += 1.0
-        return work
+        shares of their predicted service still ahead of them."""
+        return sum(_share_left(call, now) for call in calls)
 
     def finish(
         self, operation: str, now: float, *, ahead: int, behind: int, in_flight: int, work: float
