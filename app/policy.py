@@ -46,7 +46,8 @@ SERVICE: tuple[Layer, ...] = (ServiceCredentials(), RateLimit("internal", per="s
 
 POLICIES: dict[str, tuple[Layer, ...]] = {
     "auth:register": (RateLimit("register"),),
-    "auth:login": (RateLimit("login"),),
+    # Counted with the lockout check, in one round trip (services.lockout).
+    "auth:login": (RateLimit("login", with_endpoint=True),),
     "auth:refresh": (RateLimit("refresh"),),
     "auth:logout": AUTHENTICATED,
     "auth:me": AUTHENTICATED,

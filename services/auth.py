@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -18,8 +19,8 @@ from services import audit, errors, metrics, tallies
 from services.breaker import Caller
 from services.gateway import AuthSession, SupabaseGateway
 from services.passwords import PasswordPolicy
-from services.redis_call import redis_call
-from services.redis_client import RedisClient
+from services.redis_call import decide_alone, redis_call
+from services.redis_client import Gate, RedisClient
 from services.sessions import SessionInfo, SessionStore
 from services.timing import LatencyFloor
 from services.tokens import Claims
@@ -35,8 +36,9 @@ CLOCK_SKEW_WARNING_SECONDS = 10.0
 class LoginGuard(Protocol):
     """Brute-force protection around password checks (see ``services.lockout``)."""
 
-    async def before_attempt(self, email: str, ip: str) -> bool:
-        """Refuse a locked-out attempt; else True if ``record_success`` has work to do."""
+    async def before_attempt(self, email: str, ip: str, *, along: Sequence[Gate] = ()) -> bool:
+        """Refuse a locked-out attempt; else True if ``record_success`` has work to do.
+        ``along`` (the request's rate limit) goes out in the same round trip, decided first."""
         ...
 
     async def record_failure(self, email: str, ip: str) -> None: ...
@@ -44,7 +46,9 @@ class LoginGuard(Protocol):
 
 
 class NoLoginGuard:
-    async def before_attempt(self, email: str, ip: str) -> bool:
+    async def before_attempt(self, email: str, ip: str, *, along: Sequence[Gate] = ()) -> bool:
+        for gate in along:
+            await decide_alone("rate_limit", gate)
         return False
 
     async def record_failure(self, email: str, ip: str) -> None:
@@ -200,10 +204,15 @@ class AuthService:
 
     # -- login -----------------------------------------------------------------------
 
-    async def login(self, email: str, password: str, client: Client) -> AuthSession:
+    async def login(
+        self, email: str, password: str, client: Client, *, limit: Gate | None = None
+    ) -> AuthSession:
+        """``limit``: the request's rate limit, counted in the lockout check's round trip."""
         email = email.strip().lower()
         try:
-            dirty = await self.guard.before_attempt(email, client.ip)
+            dirty = await self.guard.before_attempt(
+                email, client.ip, along=(limit,) if limit is not None else ()
+            )
         except errors.LockedOut:
             tallies.count(metrics.AUTH_OUTCOMES, "login", "locked")
             raise

@@ -32,11 +32,12 @@ password attempts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services import audit, errors, metrics
 from services.redis_call import redis_call
-from services.redis_client import RedisClient
+from services.redis_client import Call, Gate, RedisClient, run_together
 
 # KEYS: state, known. ARGV: ip, fresh (s). Returns {retry_after_ms, reason(0 none, 1 ip,
 # 2 account), dirty}: dirty is 0 when a success would change nothing (no failure state, the
@@ -130,13 +131,22 @@ class LoginLockout:
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
         return f"{self.prefix}{{lk:{digest}}}"
 
-    async def before_attempt(self, email: str, ip: str) -> bool:
-        """Refuse (429) a locked-out attempt; else whether a success must be recorded."""
+    async def before_attempt(self, email: str, ip: str, *, along: Sequence[Gate] = ()) -> bool:
+        """Refuse (429) a locked-out attempt; else whether a success must be recorded.
+        ``along``: other checks of the same request (its rate limit), sent in the same
+        round trip and decided first, in their order."""
         key = self.state_key(email)
         fresh = max(0, self.policy.known_ttl - self.policy.known_refresh)
-        retry_ms, reason, dirty = await redis_call(
-            "lockout", self._check(keys=[key, f"{key}:known"], args=[ip, fresh])
-        )
+        check: Call = (self._check, [key, f"{key}:known"], [ip, fresh])
+        if along:
+            *replies, own = await redis_call(
+                "lockout", run_together(self.redis, [*(gate.call() for gate in along), check])
+            )
+            for gate, reply in zip(along, replies, strict=True):
+                gate.decide(reply)
+        else:
+            own = await redis_call("lockout", self._check(keys=check[1], args=check[2]))
+        retry_ms, reason, dirty = own
         if int(retry_ms) > 0:
             kind = "ip" if int(reason) == 1 else "account"
             metrics.REJECTIONS.labels(f"lockout:{kind}").inc()

@@ -19,10 +19,11 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from services import audit, errors, metrics
 from services.redis_call import redis_call
-from services.redis_client import RedisClient
+from services.redis_client import Call, RedisClient
 
 # KEYS[1] bucket; ARGV[1] emission interval (ms), ARGV[2] burst.
 # Returns {allowed, remaining, reset_ms, retry_after_ms}.
@@ -117,14 +118,26 @@ class RateLimiter:
         digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
         return f"{self.prefix}rl:{rule}:{digest}"
 
+    def pending(self, rule: str, subject: str) -> PendingHit:
+        """A hit not sent yet: a ``Gate`` for a check that goes out with others in one
+        round trip (``redis_client.run_together``)."""
+        return PendingHit(self, rule, subject)
+
     async def hit(self, rule: str, subject: str) -> Decision:
         """Count one request of ``subject`` against ``rule``; refuse with ``RateLimited``."""
+        script, keys, args = self.script_call(rule, subject)
+        reply = await redis_call("rate_limit", script(keys=list(keys), args=list(args)))
+        return self.verdict(rule, subject, reply)
+
+    def script_call(self, rule: str, subject: str) -> Call:
+        """The script call that counts one request of ``subject`` against ``rule``."""
         spec = self.rules[rule]
-        result = await redis_call(
-            "rate_limit",
-            self._script(keys=[self.key(rule, subject)], args=[spec.emission_ms, spec.limit]),
-        )
-        allowed, remaining, reset_ms, retry_ms = (int(v) for v in result)
+        return (self._script, [self.key(rule, subject)], [spec.emission_ms, spec.limit])
+
+    def verdict(self, rule: str, subject: str, reply: Any) -> Decision:
+        """What the script's ``reply`` decides: ``RateLimited`` (429) when refused."""
+        spec = self.rules[rule]
+        allowed, remaining, reset_ms, retry_ms = (int(v) for v in reply)
         decision = Decision(
             allowed=bool(allowed),
             limit=spec.limit,
@@ -146,3 +159,24 @@ class RateLimiter:
                 headers=decision.headers(),
             )
         return decision
+
+
+class PendingHit:
+    """One request of ``subject`` to count against ``rule``, sent by whoever runs it (a
+    ``redis_client.Gate``); ``decision`` holds the verdict once it came back allowed."""
+
+    __slots__ = ("decision", "limiter", "rule", "subject")
+
+    def __init__(self, limiter: RateLimiter, rule: str, subject: str) -> None:
+        self.limiter = limiter
+        self.rule = rule
+        self.subject = subject
+        self.decision: Decision | None = None
+
+    def call(self) -> Call:
+        return self.limiter.script_call(self.rule, self.subject)
+
+    def decide(self, reply: Any) -> Decision:
+        """The verdict on the script's reply: ``RateLimited`` when refused."""
+        self.decision = self.limiter.verdict(self.rule, self.subject, reply)
+        return self.decision

@@ -12,6 +12,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from services import errors, metrics
+from services.redis_client import Gate
 
 # The sessions' logger: its events keep the name they are known by.
 log = structlog.get_logger("services.sessions")
@@ -38,6 +39,12 @@ async def redis_call(operation: str, awaitable: Awaitable[T]) -> T:
             debug=f"Redis failed during {operation}: {type(exc).__name__}; "
             "check REDIS_URL and python -m app.diagnose",
         ) from exc
+
+
+async def decide_alone(operation: str, gate: Gate) -> object:
+    """Send one ``Gate`` on its own round trip and return its verdict."""
+    script, keys, args = gate.call()
+    return gate.decide(await redis_call(operation, script(keys=list(keys), args=list(args))))
 
 
 def _from_a_torn_down_socket(exc: BaseException) -> bool:

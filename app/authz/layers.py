@@ -17,11 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.authz.base import AuthContext
 from services import audit, errors
+from services.ratelimit import PendingHit
+from services.redis_call import decide_alone
 from services.sessions import UserState
 
 _AAL_RANK = {"aal1": 1, "aal2": 2, "aal3": 3}
 _STATE = "session_state"
 RESPONSE_HEADERS = "response_headers"
+PENDING_LIMIT = "pending_limit"  # AuthContext.extra: a rate limit the endpoint sends
 
 
 class Bearer:
@@ -245,10 +248,16 @@ class SupabaseRecheck:
 @dataclass(frozen=True)
 class RateLimit:
     """Counts the request against rule ``rule`` (``RATE_LIMITS``) per client IP, per
-    account (the token's user; after verification), or per calling service."""
+    account (the token's user; after verification), or per calling service.
+
+    ``with_endpoint``: the endpoint counts it, in the same Redis round trip as its own
+    first check (the login's lockout check), so the request pays one round trip for both;
+    the layer only names the hit (``pending_limit``). Such an endpoint must hand it on
+    (a test of its 429 proves it does)."""
 
     rule: str
     per: Literal["ip", "account", "service"] = "ip"
+    with_endpoint: bool = False
 
     async def check(self, ctx: AuthContext) -> None:
         limiter = ctx.services.rate_limiter
@@ -260,8 +269,32 @@ class RateLimit:
             subject = "service:" + (ctx.service_id or ctx.client_ip)
         else:
             subject = "ip:" + ctx.client_ip
+        if self.with_endpoint:
+            ctx.extra[PENDING_LIMIT] = limiter.pending(self.rule, subject)
+            return
         decision = await limiter.hit(self.rule, subject)
         ctx.scope.setdefault("state", {})[RESPONSE_HEADERS] = decision.headers()
+
+
+def pending_limit(ctx: AuthContext) -> PendingHit | None:
+    """The hit a ``RateLimit(with_endpoint=True)`` left for the endpoint to send."""
+    pending: PendingHit | None = ctx.extra.get(PENDING_LIMIT)
+    return pending
+
+
+def limit_counted(ctx: AuthContext, pending: PendingHit | None) -> None:
+    """The endpoint sent ``pending`` and it was allowed: its headers go on the response."""
+    if pending is not None and pending.decision is not None:
+        ctx.scope.setdefault("state", {})[RESPONSE_HEADERS] = pending.decision.headers()
+
+
+async def count_alone(ctx: AuthContext, pending: PendingHit | None) -> None:
+    """The endpoint refused the request before its own check (an unreadable body): the
+    hit is still counted, on its own, and a 429 comes before the endpoint's refusal, as it
+    would from the layer."""
+    if pending is not None and pending.decision is None:
+        await decide_alone("rate_limit", pending)
+        limit_counted(ctx, pending)
 
 
 class ResponseHeaders:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from app import transport
 from app.authz import AuthContext, auth_context
+from app.authz.layers import count_alone, limit_counted, pending_limit
 from app.body import read_model
 from app.params import path_uuid
 from app.schemas import LoginBody, LogoutBody, RegisterBody
@@ -38,11 +39,18 @@ async def register(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    via = transport.begin(request)
-    body = await read_model(request, LoginBody)
-    session = await request.app.state.services.auth.login(
-        body.email, body.password, _client(request)
+    ctx = auth_context(request)
+    limit = pending_limit(ctx)  # sent with the lockout check: one round trip for both
+    try:
+        via = transport.begin(request)
+        body = await read_model(request, LoginBody)
+    except errors.AuthServiceError:
+        await count_alone(ctx, limit)
+        raise
+    session = await ctx.services.auth.login(
+        body.email, body.password, _client(request), limit=limit
     )
+    limit_counted(ctx, limit)
     return via.respond(via.session_json(session.to_json()))
 
 

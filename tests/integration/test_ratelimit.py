@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
 from app.settings import Settings
 from services.ratelimit import RateLimiter, parse_rules
-from tests.conftest import SettingsFactory
-from tests.support.authz import bearer, redis_now_ms, signed_in
+from tests.conftest import TEST_PASSWORD, SettingsFactory, app_env, new_email
+from tests.support.authz import bearer, login, redis_now_ms, signed_in
+from tests.support.faultproxy import FaultProxy, Mode
+from tests.support.localauth import LocalAuth
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +118,72 @@ def test_rule_parsing() -> None:
     for bad in ("login", "login=0/60", "login=3/0", "login=a/b"):
         with pytest.raises(ValueError, match="rate limit"):
             parse_rules([bad])
+
+
+async def test_a_readable_login_is_limited_in_the_lockout_checks_round_trip(
+    running_apps: Callable[[Settings], Any], make_settings: SettingsFactory
+) -> None:
+    """A login with a readable body is counted with its lockout check: the headers count
+    down on successful logins, and the next attempt is refused 429 even with the right
+    password (nothing goes upstream)."""
+    client = await running_apps(make_settings(rate_limits="login=3/60"))
+    email = new_email()
+    registered = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": TEST_PASSWORD}
+    )
+    assert registered.status_code == 201
+    remaining = []
+    for _ in range(3):
+        response = await login(client, email)
+        assert response.status_code == 200, response.text
+        assert response.headers["ratelimit-limit"] == "3"
+        remaining.append(response.headers["ratelimit-remaining"])
+    assert remaining == ["2", "1", "0"]
+    refused = await login(client, email)
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 19
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[tuple[FaultProxy, str]]:
+    """A fault proxy in front of the test Redis, and the URL through it. Requested before
+    ``running_apps``, it outlives the app's connections."""
+    url = urlsplit(redis_url)
+    with FaultProxy(url.hostname or "127.0.0.1", url.port or 6379) as proxy:
+        yield proxy, f"redis://127.0.0.1:{proxy.port}{url.path}"
+
+
+@pytest.mark.parametrize("lockout", ["true", "false"])
+async def test_a_login_pays_one_redis_round_trip_before_the_upstream_and_one_after(
+    redis_proxy: tuple[FaultProxy, str],
+    running_apps: Callable[[Settings], Any],
+    localauth: LocalAuth,
+    redis_prefix: str,
+    lockout: str,
+) -> None:
+    """Redis behind a proxy that holds every chunk a client sends for 0.4 s: a login's
+    rate limit and lockout check go out together (one wait), its session writes together
+    (another), so it takes 0.8 s and some; one round trip each would be 1.2 s. With the
+    lockout off the rate limit goes out alone, in the same one round trip."""
+    proxy, proxied = redis_proxy
+    env = app_env(
+        localauth, proxied, redis_prefix, rate_limits="login=100/60", lockout_enabled=lockout
+    )
+    client = await running_apps(Settings.from_environ(env))
+    email = new_email()
+    registered = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": TEST_PASSWORD}
+    )
+    assert registered.status_code == 201
+    assert (await login(client, email)).status_code == 200  # connections open, warm
+    proxy.set_mode(Mode.LATENCY, latency=0.4)
+    try:
+        started = time.monotonic()
+        response = await login(client, email)
+        took = time.monotonic() - started
+    finally:
+        proxy.set_mode(Mode.PASS)
+    assert response.status_code == 200, response.text
+    assert response.headers["ratelimit-remaining"] == "98"
+    assert 0.8 <= took < 1.15, took
