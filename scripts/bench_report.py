@@ -254,9 +254,9 @@ through the app {statistics.median(through):.2f} ms; p99 {percentile(direct, 0.9
 - **The app's own work: {added - hop:.2f} ms** above that: the thread hop to the SDK and
   its parsing of the answer, the session writes after the upstream answers (one round
   trip: the session record and the refresh-token index in one pipeline), and the guards.
-- **The rate limiter and the lockout guard: {guards:.2f} ms** of it (two Redis scripts
-  before the upstream call; after it, a lockout write only when there is something to clear
-  or to remember): the same app with both off answers in
+- **The rate limiter and the lockout guard: {guards:.2f} ms** of it (two Redis scripts in
+  one round trip before the upstream call; after it, a lockout write only when there is
+  something to clear or to remember): the same app with both off answers in
   {statistics.median(unguarded):.2f} ms p50.
 
 Where the app's work goes, span by span: `uv run python -m scripts.profile_login`; see

@@ -6,9 +6,10 @@ Starts a private redis-server and localauth (bcrypt cost 4), builds the app in t
 (its lifespan runs), and calls the ASGI app directly for ``POST /api/v1/auth/login``,
 interleaved with the same login sent straight to localauth. Each span is timed by wrapping
 the method that is its boundary (the wrapping is this script's; the app is unchanged), and
-the p50 of each is printed: the rate limiter, the lockout check, the gateway's call (thread
-hop, admission and breaker around the SDK), the SDK's sign-in inside the thread, its HTTP
-exchange, and the session writes. ``scripts.bench_login`` measures the same over real HTTP.
+the p50 of each is printed: the rate limit and lockout check (one round trip), the
+gateway's call (thread hop, admission and breaker around the SDK), the SDK's sign-in inside
+the thread, its HTTP exchange, and the session writes. ``scripts.bench_login`` measures
+the same over real HTTP.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def instrument(spans: Spans) -> None:
     from services.ratelimit import RateLimiter
     from services.sessions import SessionStore
 
-    timed_async(spans, RateLimiter, "hit", "rate limit (one Redis script)")
-    timed_async(spans, LoginLockout, "before_attempt", "lockout check (one Redis script)")
+    # A login sends its rate limit with the lockout check (one round trip); a limiter hit
+    # on its own would be another route's.
+    timed_async(spans, RateLimiter, "hit", "rate limit alone (one Redis script)")
+    timed_async(spans, LoginLockout, "before_attempt", "rate limit + lockout (one round trip)")
     timed_async(spans, SupabaseGateway, "sign_in", "gateway sign_in (await side)")
     timed_sync(spans, SyncGoTrueClient, "sign_in_with_password", "SDK sign_in", workers_only=True)
     timed_sync(spans, httpx.Client, "send", "SDK's HTTP exchange", workers_only=True)
