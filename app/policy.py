@@ -48,7 +48,8 @@ POLICIES: dict[str, tuple[Layer, ...]] = {
     "auth:register": (RateLimit("register"),),
     # Counted with the lockout check, in one round trip (services.lockout).
     "auth:login": (RateLimit("login", with_endpoint=True),),
-    "auth:refresh": (RateLimit("refresh"),),
+    # Counted with the rotation's first step, in one round trip (services.auth.refresh).
+    "auth:refresh": (RateLimit("refresh", with_endpoint=True),),
     "auth:logout": AUTHENTICATED,
     "auth:me": AUTHENTICATED,
     "auth:sessions": AUTHENTICATED,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import structlog
 from redis.asyncio.lock import Lock
@@ -23,14 +22,12 @@ from services.redis_call import decide_alone, redis_call
 from services.redis_client import Gate, RedisClient
 from services.sessions import SessionInfo, SessionStore
 from services.timing import LatencyFloor
+from services.token_refresh import Client, LogoutScope, TokenRefresh, session_claims
 from services.tokens import Claims
 
-log = structlog.get_logger("services.auth")
+__all__ = ["AuthService", "Client", "LoginGuard", "LogoutScope", "NoLoginGuard", "Registration"]
 
-LogoutScope = Literal["local", "others", "global"]
-# This host's clock against Supabase Auth's, read from each fresh token's iat (one-second
-# resolution plus latency): beyond this, tokens are on their way to being refused.
-CLOCK_SKEW_WARNING_SECONDS = 10.0
+log = structlog.get_logger("services.auth")
 
 
 class LoginGuard(Protocol):
@@ -59,14 +56,6 @@ class NoLoginGuard:
 
 
 @dataclass(frozen=True)
-class Client:
-    """Who is calling, as far as the session list is concerned."""
-
-    ip: str
-    user_agent: str
-
-
-@dataclass(frozen=True)
 class Registration:
     user: dict[str, Any]
     session: AuthSession | None
@@ -76,22 +65,7 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _session_claims(session: AuthSession) -> tuple[str, str]:
-    """The (session id, user id) of a token that just came from Supabase over our own link.
-
-    Only read, not verified: it was not presented by a client, and every later use of it is
-    verified. Decoded directly because PyJWT's unverified decode validates the base64
-    character by character, which a login pays for nothing."""
-    payload = session.access_token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    skew = time.time() - float(claims.get("iat") or time.time())
-    metrics.CLOCK_SKEW.labels("supabase_auth").set(skew)
-    if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
-        log.warning("clock_skew", skew_s=round(skew, 1), against="supabase_auth_token_iat")
-    return str(claims["session_id"]), str(claims["sub"])
-
-
-class AuthService:
+class AuthService(TokenRefresh):
     def __init__(
         self,
         *,
@@ -264,7 +238,7 @@ class AuthService:
         return session
 
     async def _record_session(self, session: AuthSession, client: Client) -> None:
-        sid, uid = _session_claims(session)
+        sid, uid = session_claims(session)
         ended = await self.sessions.create(
             sid,
             uid,
@@ -280,86 +254,6 @@ class AuthService:
         """Keep a session another flow opened (a verified code, OAuth, MFA): ``services.flows``."""
         await self._record_session(session, client)
 
-    # -- refresh ---------------------------------------------------------------------
-
-    async def refresh(self, refresh_token: str, client: Client) -> AuthSession:
-        """Rotate a refresh token. Concurrent refreshes of one token (two tabs) all get the
-        same new pair; a replay after the grace window ends the session."""
-        key = self.sessions.refresh_key(refresh_token)
-        deadline = time.monotonic() + self._wait_budget
-        while True:
-            cached = await self._grace_answer(refresh_token)
-            if cached is not None:
-                tallies.count(metrics.AUTH_OUTCOMES, "refresh", "shared")
-                return cached
-            lock = self._lock(f"{key}:lock")
-            if await redis_call("lock", lock.acquire(blocking=False)):
-                try:
-                    return await self._rotate(refresh_token, key, client)
-                finally:
-                    await self._release(lock)
-            if time.monotonic() > deadline:
-                raise errors.DeadlineExceeded("A concurrent refresh of this token did not finish.")
-            await asyncio.sleep(0.02)
-
-    async def _grace_answer(self, refresh_token: str) -> AuthSession | None:
-        """The pair a concurrent refresh of this token just got, while its session lives:
-        the window shares one rotation between tabs, it never revives a signed-out session."""
-        raw = await self.sessions.grace_answer(refresh_token)
-        if raw is None:
-            return None
-        session = AuthSession(**json.loads(raw))
-        sid, uid = _session_claims(session)
-        if await self.sessions.get(sid, uid) is None:
-            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
-            raise errors.InvalidRefreshToken()
-        return session
-
-    async def _rotate(self, refresh_token: str, key: str, client: Client) -> AuthSession:
-        # Re-check under the lock: the holder before us may have just finished.
-        cached = await self._grace_answer(refresh_token)
-        if cached is not None:
-            return cached
-        record = await self.sessions.refresh_record(refresh_token)
-        if record is not None and record.used:
-            await self.sessions.revoke(record.uid, [record.sid])
-            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "reused")
-            audit.event(
-                "refresh.reuse_detected",
-                session_id=record.sid,
-                user_id=record.uid,
-                ip=client.ip,
-            )
-            raise errors.RefreshTokenReused()
-        if record is not None and await self.sessions.get(record.sid, record.uid) is None:
-            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
-            raise errors.InvalidRefreshToken()
-        try:
-            # The account is not known before the answer: the token stands for it.
-            session = await self.gateway.refresh(refresh_token, caller=Caller.of(client.ip, key))
-        except errors.Unauthenticated:
-            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "invalid")
-            raise
-        sid, uid = _session_claims(session)
-        if not await self.sessions.touch(sid, uid, ip=client.ip):
-            # Revoked here (reuse detection, admin action) while Supabase still had it.
-            await self._end_upstream(session.access_token, "local")
-            tallies.count(metrics.AUTH_OUTCOMES, "refresh", "revoked")
-            raise errors.InvalidRefreshToken()
-        # The "used" marker turns a replay into an immediate revocation here; it matters
-        # while an access token of this rotation can still be in use (docs/redis.md).
-        await self.sessions.rotate_refresh(
-            refresh_token,
-            session.refresh_token,
-            uid=uid,
-            sid=sid,
-            answer=json.dumps(session.__dict__),
-            grace_ms=int(self.refresh_grace * 1000),
-            used_ttl=max(int(self.refresh_grace) + 1, session.expires_in + 60),
-        )
-        tallies.count(metrics.AUTH_OUTCOMES, "refresh", "ok")
-        return session
-
     # -- logout and sessions -----------------------------------------------------------
 
     async def logout(self, claims: Claims, access_token: str, scope: LogoutScope) -> None:
@@ -373,17 +267,6 @@ class AuthService:
         await self._end_upstream(access_token, scope)
         tallies.count(metrics.AUTH_OUTCOMES, "logout", scope)
         audit.event("auth.logout", user_id=claims.sub, session_id=claims.session_id, scope=scope)
-
-    async def _end_upstream(self, access_token: str, scope: LogoutScope) -> None:
-        try:
-            await self.gateway.sign_out(access_token, scope)
-        except errors.SessionRevoked:
-            pass  # Already gone upstream: the outcome the caller wanted.
-        except errors.ServiceUnavailable as exc:
-            # Revoked here already; Supabase will drop its copy when the token expires.
-            log.warning("upstream_logout_failed", scope=scope, code=exc.code)
-        except errors.DeadlineExceeded:
-            log.warning("upstream_logout_failed", scope=scope, code="upstream_timeout")
 
     async def list_sessions(self, claims: Claims) -> list[SessionInfo]:
         sessions = await self.sessions.list_for_user(claims.sub)

@@ -14,12 +14,13 @@ from typing import TypeVar
 import structlog
 
 from services import errors
-from services.auth import AuthService, Client, _session_claims
+from services.auth import AuthService, Client
 from services.gateway import AuthSession, SupabaseGateway
 from services.lockout import LoginLockout
 from services.passwords import PasswordPolicy
 from services.ratelimit import RateLimiter
 from services.sessions import SessionStore
+from services.token_refresh import session_claims
 
 T = TypeVar("T")
 log = structlog.get_logger("services.flows")
@@ -158,4 +159,4 @@ def require_session(session: AuthSession | None) -> AuthSession:
 
 def session_ids(session: AuthSession) -> tuple[str, str]:
     """(session id, user id) of a session that just came from Supabase."""
-    return _session_claims(session)
+    return session_claims(session)

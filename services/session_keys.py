@@ -196,3 +196,20 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
 return 1
 """
+
+# KEYS: record, grace, lock (one token's, one slot). ARGV: holder, hold_ms. The start of a
+# rotation, atomically: the answer a concurrent refresh just shared ({0, answer, false}),
+# else the lock taken with the record read under it ({1, false, record}), else someone
+# else's lock ({0, false, false}).
+BEGIN_ROTATION = """
+local shared = redis.call('GET', KEYS[2])
+if shared then return {0, shared, false} end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, false, false} end
+return {1, false, redis.call('GET', KEYS[1])}
+"""
+
+# KEYS: lock. ARGV: holder. Released only by its holder (an expired lock may be another's).
+END_ROTATION = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

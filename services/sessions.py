@@ -91,6 +91,8 @@ class SessionStore(RefreshRecords, SessionAssurance, InvalidationCache):
         self._revoke = redis.register_script(keys.REVOKE)
         self._set_field = redis.register_script(keys.SET_USER_FIELD)
         self._retire = redis.register_script(keys.RETIRE)
+        self._begin_rotation = redis.register_script(keys.BEGIN_ROTATION)
+        self._end_rotation = redis.register_script(keys.END_ROTATION)
         self._set_assurance = redis.register_script(keys.SET_ASSURANCE)
 
     # -- the hot path ----------------------------------------------------------------

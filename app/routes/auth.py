@@ -55,16 +55,23 @@ async def login(request: Request) -> Response:
 
 
 async def refresh(request: Request) -> Response:
-    via = transport.begin(request)
-    token = await via.refresh_token()
+    ctx = auth_context(request)
+    limit = pending_limit(ctx)  # sent with the rotation's first step: one round trip
     try:
-        session = await request.app.state.services.auth.refresh(token, _client(request))
+        via = transport.begin(request)
+        token = await via.refresh_token()
+    except errors.AuthServiceError:
+        await count_alone(ctx, limit)
+        raise
+    try:
+        session = await ctx.services.auth.refresh(token, _client(request), limit=limit)
     except errors.AuthServiceError as exc:
         # The cookie's token is dead (malformed, unknown, revoked, reused): drop it with the
         # answer. A limit or an outage (429, 5xx) says nothing about the token: keep it.
         if 400 <= exc.status < 500 and exc.status != 429:
             exc.headers.update(via.clearing_headers())
         raise
+    limit_counted(ctx, limit)
     return via.respond(via.session_json(session.to_json()))
 
 
