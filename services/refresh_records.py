@@ -88,8 +88,13 @@ class RefreshRecords:
         *replies, (locked, shared, record) = await redis_call(
             "refresh", run_together(self.redis, [*(gate.call() for gate in along), start])
         )
-        for gate, reply in zip(along, replies, strict=True):
-            gate.decide(reply)
+        try:
+            for gate, reply in zip(along, replies, strict=True):
+                gate.decide(reply)
+        except BaseException:
+            if int(locked):
+                await self.end_rotation(refresh_token, holder)  # refused: not rotating
+            raise
         return RotationStart(
             locked=bool(int(locked)),
             shared=None if shared is None else as_text(shared),

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.settings import Settings
+from services import session_keys
 from services.ratelimit import RateLimiter, parse_rules
 from tests.conftest import TEST_PASSWORD, SettingsFactory, new_email
 from tests.support.authz import bearer, login, redis_now_ms, signed_in
@@ -160,3 +161,30 @@ async def test_refreshes_are_limited_with_or_without_a_readable_token(
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
     assert int(refused.headers["retry-after"]) >= 29
+
+
+async def test_a_refused_refresh_leaves_its_token_free_to_rotate(
+    running_apps: Callable[[Settings], Any],
+    make_settings: SettingsFactory,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    """The rate limit and the rotation's start share a round trip, so the start may take the
+    token's lock before the limit's verdict is read: a refused refresh gives it back (else
+    the token's next refresh, from an address under the limit, would wait for it)."""
+    client = await running_apps(make_settings(rate_limits="refresh=1/60"))
+    tokens = await signed_in(client)
+    rotated = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert rotated.status_code == 200, rotated.text
+    token = rotated.json()["refresh_token"]
+    refused = await client.post("/api/v1/auth/refresh", json={"refresh_token": token})
+    assert refused.status_code == 429
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        record = session_keys.refresh_key(redis_prefix, token)
+        assert await redis.exists(record) == 1
+        assert await redis.exists(record + ":lock") == 0
+    finally:
+        await redis.aclose()
