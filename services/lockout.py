@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services import audit, errors, metrics
-from services.redis_call import redis_call
-from services.redis_client import Call, Gate, RedisClient, run_together
+from services.redis_call import gated, redis_call
+from services.redis_client import Call, Gate, RedisClient
 
 # KEYS: state, known. ARGV: ip, fresh (s). Returns {retry_after_ms, reason(0 none, 1 ip,
 # 2 account), dirty}: dirty is 0 when a success would change nothing (no failure state, the
@@ -138,14 +138,7 @@ class LoginLockout:
         key = self.state_key(email)
         fresh = max(0, self.policy.known_ttl - self.policy.known_refresh)
         check: Call = (self._check, [key, f"{key}:known"], [ip, fresh])
-        if along:
-            *replies, own = await redis_call(
-                "lockout", run_together(self.redis, [*(gate.call() for gate in along), check])
-            )
-            for gate, reply in zip(along, replies, strict=True):
-                gate.decide(reply)
-        else:
-            own = await redis_call("lockout", self._check(keys=check[1], args=check[2]))
+        own = await gated("lockout", self.redis, check, along)
         retry_ms, reason, dirty = own
         if int(retry_ms) > 0:
             kind = "ip" if int(reason) == 1 else "account"

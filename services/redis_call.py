@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
 from redis.exceptions import RedisError
 
 from services import errors, metrics
-from services.redis_client import Gate
+from services.redis_client import Call, Gate, RedisClient, run_together
 
 # The sessions' logger: its events keep the name they are known by.
 log = structlog.get_logger("services.sessions")
@@ -45,6 +45,32 @@ async def decide_alone(operation: str, gate: Gate) -> object:
     """Send one ``Gate`` on its own round trip and return its verdict."""
     script, keys, args = gate.call()
     return gate.decide(await redis_call(operation, script(keys=list(keys), args=list(args))))
+
+
+async def gated(
+    operation: str,
+    client: RedisClient,
+    call: Call,
+    gates: Sequence[Gate],
+    on_refusal: Callable[[Any], Awaitable[None]] | None = None,
+) -> Any:
+    """Run ``call`` with ``gates`` in one round trip (alone when there are none), decide
+    the gates first, in order, and return the call's reply. A gate that refuses raises;
+    ``on_refusal`` first undoes what the call's reply says it did."""
+    script, keys, args = call
+    if not gates:
+        return await redis_call(operation, script(keys=list(keys), args=list(args)))
+    *replies, own = await redis_call(
+        operation, run_together(client, [*(gate.call() for gate in gates), call])
+    )
+    try:
+        for gate, reply in zip(gates, replies, strict=True):
+            gate.decide(reply)
+    except BaseException:
+        if on_refusal is not None:
+            await on_refusal(own)
+        raise
+    return own
 
 
 def _from_a_torn_down_socket(exc: BaseException) -> bool:

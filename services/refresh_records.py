@@ -14,8 +14,8 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 from services import session_keys as keys
-from services.redis_call import as_text, redis_call
-from services.redis_client import Call, Durable, Gate, RedisClient, run_together
+from services.redis_call import as_text, gated, redis_call
+from services.redis_client import Call, Durable, Gate, RedisClient
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,12 @@ class RefreshRecords:
         and the token's record read under it (``session_keys.BEGIN_ROTATION``)."""
         key = self.refresh_key(refresh_token)
         start: Call = (self._begin_rotation, [key, key + ":g", key + ":lock"], [holder, hold_ms])
-        *replies, (locked, shared, record) = await redis_call(
-            "refresh", run_together(self.redis, [*(gate.call() for gate in along), start])
-        )
-        try:
-            for gate, reply in zip(along, replies, strict=True):
-                gate.decide(reply)
-        except BaseException:
-            if int(locked):
+
+        async def refused(reply: Any) -> None:
+            if int(reply[0]):
                 await self.end_rotation(refresh_token, holder)  # refused: not rotating
-            raise
+
+        locked, shared, record = await gated("refresh", self.redis, start, along, refused)
         return RotationStart(
             locked=bool(int(locked)),
             shared=None if shared is None else as_text(shared),
